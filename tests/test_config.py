@@ -1,0 +1,100 @@
+"""`rl: ipo` normalisation and every config error, with the message a user sees."""
+
+import pytest
+
+from axolotl_ipo import compat
+from axolotl_ipo.config import IPOConfigError, is_active, normalise
+
+
+def ipo_cfg(**keys) -> dict:
+    return {"base_model": "m", "rl": "ipo", "datasets": [{"path": "d.jsonl", "type": "alpaca"}],
+            **keys}
+
+
+def test_rl_ipo_becomes_native_dpo_with_ipo_loss():
+    cfg = normalise(ipo_cfg(ipo_tau=0.3))
+    assert cfg["rl"] == "dpo" and cfg["dpo_loss_type"] == ["ipo"]
+    assert cfg["rl_beta"] == 0.3 and cfg["ipo_tau"] == 0.3
+
+
+def test_normalising_twice_changes_nothing():
+    once = normalise(ipo_cfg(ipo_tau=0.3))
+    snapshot = {key: value for key, value in once.items()}
+    assert normalise(once) == snapshot
+
+
+def test_user_sft_datasets_are_kept_verbatim_before_axolotl_coerces_them():
+    datasets = [{"path": "c.jsonl", "type": "chat_template", "field_messages": "conversations",
+                 "message_property_mappings": {"role": "from", "content": "value"}}]
+    cfg = normalise(ipo_cfg(datasets=datasets))
+    assert cfg["ipo_sft_datasets"] == datasets
+
+
+@pytest.mark.parametrize(
+    ("keys", "tau"),
+    [({}, 0.1), ({"rl_beta": 0.2}, 0.2), ({"dpo_beta": 0.3}, 0.3), ({"trl": {"beta": 0.4}}, 0.4),
+     ({"ipo_tau": 0.5, "rl_beta": 0.5}, 0.5)],
+)
+def test_tau_comes_from_ipo_tau_or_beta_keys(keys, tau):
+    cfg = normalise(ipo_cfg(**keys))
+    assert cfg["rl_beta"] == tau and cfg["ipo_tau"] == tau
+    assert "dpo_beta" not in cfg
+
+
+def test_inactive_config_is_untouched():
+    cfg = {"base_model": "m", "rl": "dpo", "datasets": [{"path": "p", "type": "chatml.intel"}]}
+    before = dict(cfg)
+    assert not is_active(cfg)
+    assert normalise(cfg) == before
+
+
+def test_native_keys_follow_the_installed_axolotl():
+    assert compat.supports_dpo_loss_type()
+    assert compat.native_ipo_keys() == {"rl": "dpo", "dpo_loss_type": ["ipo"]}
+
+
+@pytest.mark.parametrize(
+    ("keys", "fragments"),
+    [
+        ({"ipo_tau": 0}, ["ipo_tau must be > 0, got 0", "ipo_tau: 0.1"]),
+        ({"ipo_tau": -0.5}, ["ipo_tau must be > 0, got -0.5"]),
+        ({"ipo_tau": "small"}, ["ipo_tau must be a number, got 'small'", "ipo_tau: 0.1"]),
+        ({"ipo_tau": True}, ["ipo_tau must be a number, got True"]),
+        ({"ipo_tau": 0.1, "rl_beta": 0.2},
+         ["ipo_tau: 0.1 and rl_beta: 0.2 disagree", "remove `rl_beta`"]),
+        ({"ipo_tau": 0.1, "dpo_beta": 0.2}, ["ipo_tau: 0.1 and dpo_beta: 0.2 disagree"]),
+        ({"ipo_tau": 0.1, "trl": {"beta": 0.3}}, ["ipo_tau: 0.1 and trl.beta: 0.3 disagree"]),
+        ({"rl_beta": 0.1, "dpo_beta": 0.2}, ["disagree", "ipo_tau"]),
+        ({"rl_beta": -1.0}, ["rl_beta must be > 0 for IPO, got -1.0"]),
+        ({"dpo_label_smoothing": 0.1},
+         ["dpo_label_smoothing: 0.1 cannot be used with IPO", "Remove `dpo_label_smoothing`"]),
+        ({"dpo_loss_type": ["ipo", "sigmoid"]},
+         ["dpo_loss_type: ['ipo', 'sigmoid'] mixes other losses", "Remove `dpo_loss_type`"]),
+        ({"dpo_loss_type": ["sft"]}, ["dpo_loss_type: ['sft']"]),
+        ({"rejection_sampling": {"temperature": -1}},
+         ["rejection_sampling.temperature", "greater than or equal to 0", "(got -1)"]),
+        ({"rejection_sampling": {"batch_size": "many"}},
+         ["rejection_sampling.batch_size", "valid integer", "(got 'many')"]),
+        ({"rejection_sampling": {"backend": "tgi"}},
+         ["rejection_sampling.backend", "'transformers' or 'vllm'"]),
+        ({"rejection_sampling": {"max_new_token": 64}},
+         ["rejection_sampling.max_new_token", "Extra inputs are not permitted"]),
+    ],
+)
+def test_config_errors_name_the_key_and_the_fix(keys, fragments):
+    with pytest.raises(IPOConfigError) as err:
+        normalise(ipo_cfg(**keys))
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("rl", [None, "dpo", "kto"])
+def test_plugin_keys_without_rl_ipo_are_an_error(rl):
+    cfg = {"base_model": "m", "ipo_tau": 0.1, **({"rl": rl} if rl else {})}
+    with pytest.raises(IPOConfigError, match=r"ipo_tau set but `rl: .*`.*Add `rl: ipo`"):
+        normalise(cfg)
+
+
+def test_native_spelling_with_plugin_keys_is_accepted():
+    cfg = normalise({"base_model": "m", "rl": "dpo", "dpo_loss_type": ["ipo"], "ipo_tau": 0.2})
+    assert cfg["rl_beta"] == 0.2
