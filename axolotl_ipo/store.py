@@ -189,14 +189,16 @@ class PairStore:
         self,
         n_batches: int,
         *,
-        summary: Mapping[str, Any] | Callable[[MergeStats], Mapping[str, Any]] | None = None,
+        summary: Mapping[str, Any]
+        | Callable[[MergeStats, list[dict]], Mapping[str, Any]]
+        | None = None,
         invalid: Iterable[Mapping[str, Any]] = (),
         order: Callable[[Mapping[str, Any]], Any] = _default_order,
     ) -> MergeStats:
         """Concatenate batches ``0..n_batches-1`` and write ``pairs.jsonl`` (rows without a
         ``drop_reason``, sorted back into dataset order), ``invalid.jsonl``,
         ``summary.json`` and finally ``COMPLETE``. ``summary`` may be a callable that gets
-        the merge statistics."""
+        the merge statistics and every shard row (dropped ones included)."""
         missing = sorted(set(range(n_batches)) - self.done_batches())
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
@@ -209,15 +211,17 @@ class PairStore:
             rows.extend(self.read_batch(index))
         rows.sort(key=order)  # stable: ties keep batch order
         dropped = Counter(str(r["drop_reason"]) for r in rows if r.get("drop_reason"))
-        kept = [r for r in rows if not r.get("drop_reason")]
-        for row in kept:
-            row.pop("drop_reason", None)
+        kept = [
+            {k: v for k, v in r.items() if k != "drop_reason"}
+            for r in rows
+            if not r.get("drop_reason")
+        ]
         stats = MergeStats(rows=len(rows), kept=len(kept), dropped=dict(sorted(dropped.items())))
 
         self.complete_path.unlink(missing_ok=True)
         atomic_write(self.pairs_path, _jsonl(kept))
         atomic_write(self.invalid_path, _jsonl(invalid))
-        info = summary(stats) if callable(summary) else (summary or {})
+        info = summary(stats, rows) if callable(summary) else (summary or {})
         atomic_write(
             self.summary_path, json.dumps(dict(info), indent=2, sort_keys=True, default=str) + "\n"
         )

@@ -73,14 +73,14 @@ def test_merge_orders_filters_and_completes(tmp_path):
     assert not st.is_complete()
     stats = st.merge(
         2,
-        summary=lambda s: {"pairs": s.kept},
+        summary=lambda s, rows: {"pairs": s.kept, "all": len(rows)},
         invalid=[{"row": 9, "reason": "bad"}],
     )
     assert (stats.rows, stats.kept, stats.dropped) == (3, 2, {"empty_rejected": 1})
     assert st.is_complete()
     assert [r["x"] for r in st.read_pairs()] == ["r0", "r2"]
     assert all("drop_reason" not in r for r in st.read_pairs())
-    assert st.read_summary() == {"pairs": 2}
+    assert st.read_summary() == {"pairs": 2, "all": 3}
     assert st.invalid_path.read_text() == dumps_row({"row": 9, "reason": "bad"}) + "\n"
     assert st.complete_path.read_text() == st.key + "\n"
 
