@@ -9,7 +9,9 @@ tokenizers or Axolotl.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,7 @@ __all__ = [
     "PromptExample",
     "detect_format",
     "extract_examples",
+    "fingerprint_examples",
     "is_preference_row",
 ]
 
@@ -354,3 +357,13 @@ def extract_examples(
             continue
         examples.append(PromptExample(messages, gold, source, index))
     return examples, invalid
+
+
+def fingerprint_examples(examples: Sequence[PromptExample]) -> str:
+    """sha256 of the examples (source, row, prompt messages, gold) for cache keys."""
+    digest = hashlib.sha256()
+    for ex in examples:
+        record = [ex.source, ex.row, ex.prompt_messages, ex.gold]
+        digest.update(json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()

@@ -171,3 +171,24 @@ def test_vllm_backend_plumbing_with_fake_vllm(monkeypatch, gen):
     assert kw[0]["seed"] == derive_seed(11, 0) and kw[1]["seed"] == derive_seed(11, 1)
     assert kw[0]["max_tokens"] == 9 and kw[0]["top_p"] == 0.9 and kw[0]["temperature"] == 0.5
     assert kw[0]["stop_token_ids"] == [gen.tokenizer.eos_token_id]
+
+
+def test_model_fingerprint(model_dir, tmp_path):
+    import shutil
+
+    from axolotl_ipo.sampling import model_fingerprint
+
+    fp = model_fingerprint(model_dir)
+    assert set(fp["files"]) >= {"config.json", "model.safetensors"}
+    other = tmp_path / "copy"
+    shutil.copytree(model_dir, other)
+    assert model_fingerprint(other)["files"] == fp["files"]
+    weights = other / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert model_fingerprint(other)["files"] != fp["files"]
+    assert model_fingerprint("org/model", "abc") == {"id": "org/model", "revision": "abc"}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no weight files"):
+        model_fingerprint(tmp_path / "empty")

@@ -274,3 +274,13 @@ def test_strict_raises_same_message():
         extract_examples(rows, "alpaca", "d", strict=True)
     assert str(err.value) == invalid[0].message
     assert str(invalid[0]) == invalid[0].message
+
+
+def test_fingerprint_examples():
+    from axolotl_ipo.sft import fingerprint_examples
+
+    a, _ = extract_examples([GOOD, GOOD], "alpaca", "d")
+    b, _ = extract_examples([GOOD, {"instruction": "i", "output": "O"}], "alpaca", "d")
+    assert fingerprint_examples(a) == fingerprint_examples(list(a))
+    assert fingerprint_examples(a) != fingerprint_examples(b)
+    assert len(fingerprint_examples([])) == 64

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from .base import Completion, Generator, SamplingSettings, derive_seed
+from .fingerprint import model_fingerprint
 
 __all__ = [
     "BACKENDS",
@@ -14,6 +15,7 @@ __all__ = [
     "SamplingSettings",
     "derive_seed",
     "load_generator",
+    "model_fingerprint",
 ]
 
 BACKENDS = ("transformers", "vllm")
