@@ -277,6 +277,11 @@ def _conversation(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]
             "empty_field",
         )
     prompt = messages[:last]
+    system_key = spec.fields.get("field_system")
+    if system_key and not any(m["role"] == "system" for m in prompt):
+        system = _text(row, system_key, required=False, what="system")
+        if system:
+            prompt.insert(0, {"role": "system", "content": system})
     if not any(m["role"] == "user" for m in prompt):
         raise _Bad(
             key,

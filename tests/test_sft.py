@@ -107,6 +107,15 @@ def test_chat_template_field_mapping_and_roles():
     assert ex.gold == "hello"
 
 
+def test_messages_field_system_column():
+    msgs = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+    ex = one([{"messages": msgs, "sys": "S"}], "messages", {"field_system": "sys"})
+    assert ex.prompt_messages == [{"role": "system", "content": "S"}, msgs[0]]
+    with_system = [{"role": "system", "content": "own"}, *msgs]
+    ex = one([{"messages": with_system, "sys": "S"}], "messages", {"field_system": "sys"})
+    assert ex.prompt_messages == with_system[:2]
+
+
 def test_sharegpt():
     row = {
         "conversations": [
