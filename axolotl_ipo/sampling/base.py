@@ -1,0 +1,83 @@
+"""The sampler interface: pre-rendered prompt strings in, completions out."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["Completion", "Generator", "SamplingSettings", "derive_seed"]
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How rejected answers are sampled. Every field changes the output, so all of them
+    belong in the cache key (:meth:`to_dict`).
+
+    ``temperature == 0`` means greedy decoding. ``stop_tokens`` are extra token strings
+    that end a completion besides the tokenizer's/model's EOS (e.g. ``<|im_end|>`` when
+    the generator's EOS is ``<|endoftext|>``)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int = 42
+    batch_size: int = 16
+    stop_tokens: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        object.__setattr__(self, "stop_tokens", tuple(self.stop_tokens))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["stop_tokens"] = list(self.stop_tokens)
+        return data
+
+    def batch_seed(self, batch_index: int) -> int:
+        """The seed of global batch ``batch_index`` (independent of ranks)."""
+        return derive_seed(self.seed, batch_index)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (sha256; stable across processes and platforms)."""
+    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled answer: text without the prompt and without the stop token."""
+
+    text: str
+    n_tokens: int
+    finish_reason: str = "stop"  # "stop" (hit a stop token) or "length" (max_new_tokens)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Samples one completion per prompt. ``name`` identifies it in pair provenance."""
+
+    name: str
+
+    def generate(
+        self, prompts: list[str], settings: SamplingSettings, seed: int
+    ) -> list[Completion]:
+        """One completion per prompt, in order; ``seed`` seeds this call (one batch)."""
+        ...
+
+    def close(self) -> None:
+        """Free the model (GPU memory) before training starts."""
+        ...

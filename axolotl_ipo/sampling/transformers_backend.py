@@ -1,0 +1,164 @@
+"""Batched sampling with ``transformers`` ``generate`` (CPU or one GPU per rank)."""
+
+from __future__ import annotations
+
+import gc
+import os
+from typing import Any
+
+from .base import Completion, SamplingSettings
+
+__all__ = ["TransformersGenerator"]
+
+
+def _as_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value]
+    return [int(value)]
+
+
+def _default_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cpu"
+
+
+def _resolve_dtype(dtype: Any, device: str) -> Any:
+    import torch
+
+    if dtype not in (None, "auto"):
+        return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+class TransformersGenerator:
+    """Samples with ``model.generate``: left padding, KV cache, ``torch.inference_mode``.
+
+    Prompts are tokenized without special tokens (the chat template already rendered
+    them). Sampling parameters come only from :class:`SamplingSettings`; the checkpoint's
+    ``generation_config.json`` defaults (top_k, repetition_penalty, ...) are not applied,
+    only its EOS ids are kept as stop tokens.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        tokenizer_path: str | os.PathLike | None = None,
+        device: str | None = None,
+        dtype: Any = "auto",
+        trust_remote_code: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        self.model_path = os.fspath(model_path)
+        self.name = f"transformers:{self.model_path}"
+        self.device = device or _default_device()
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            os.fspath(tokenizer_path or model_path),
+            padding_side="left",
+            trust_remote_code=trust_remote_code,
+        )
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        kwargs = {"dtype": _resolve_dtype(dtype, self.device), **(model_kwargs or {})}
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_path, trust_remote_code=trust_remote_code, **kwargs
+        )
+        self.model = model.to(self.device).eval()
+        self._eos_ids = _as_list(self.tokenizer.eos_token_id) + [
+            i
+            for i in _as_list(getattr(self.model.generation_config, "eos_token_id", None))
+            if i != self.tokenizer.eos_token_id
+        ]
+        # Checkpoint sampling defaults would be merged into ours by generate(); drop them.
+        self.model.generation_config = GenerationConfig(
+            eos_token_id=self._eos_ids, pad_token_id=self.tokenizer.pad_token_id
+        )
+        self._torch = torch
+
+    def stop_ids(self, settings: SamplingSettings) -> list[int]:
+        ids = list(self._eos_ids)
+        for token in settings.stop_tokens:
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if token_id is None or token_id == self.tokenizer.unk_token_id:
+                raise ValueError(
+                    f"stop token {token!r} is not a single token of the generator's tokenizer "
+                    f"({self.model_path}); use a token from its vocabulary"
+                )
+            if token_id not in ids:
+                ids.append(int(token_id))
+        if not ids:
+            raise ValueError(
+                f"the generator's tokenizer ({self.model_path}) has no EOS token; "
+                "set stop_tokens in the sampling settings"
+            )
+        return ids
+
+    def _generation_config(self, settings: SamplingSettings, stop: list[int]) -> Any:
+        from transformers import GenerationConfig
+
+        common = {
+            "max_new_tokens": settings.max_new_tokens,
+            "eos_token_id": stop,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "use_cache": True,
+        }
+        if settings.greedy:
+            return GenerationConfig(do_sample=False, **common)
+        return GenerationConfig(
+            do_sample=True,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            top_k=0,  # unset would mean transformers' default top_k=50
+            **common,
+        )
+
+    def generate(
+        self, prompts: list[str], settings: SamplingSettings, seed: int
+    ) -> list[Completion]:
+        if not prompts:
+            return []
+        torch = self._torch
+        stop = self.stop_ids(settings)
+        enc = self.tokenizer(
+            list(prompts), return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.device)
+        devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+        with torch.inference_mode(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = self.model.generate(
+                **enc, generation_config=self._generation_config(settings, stop)
+            )
+        new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
+        stop_set = set(stop)
+        completions = []
+        for ids in new_tokens:
+            cut = next((i for i, t in enumerate(ids) if t in stop_set), None)
+            text_ids = ids if cut is None else ids[:cut]
+            text = self.tokenizer.decode(
+                text_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+            completions.append(
+                Completion(
+                    text=text,
+                    n_tokens=len(ids) if cut is None else cut + 1,
+                    finish_reason="length" if cut is None else "stop",
+                )
+            )
+        return completions
+
+    def close(self) -> None:
+        self.model = None
+        gc.collect()
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()

@@ -1,0 +1,374 @@
+"""SFT rows -> prompts with a gold answer.
+
+Reads the row formats people already feed Axolotl for SFT and turns each row into a
+:class:`PromptExample` (the conversation up to the answer, plus the gold answer).
+Rows that cannot be used become :class:`InvalidRow` records whose message names the
+dataset, the row and the field, and says what to do. Nothing here knows about models,
+tokenizers or Axolotl.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "FORMATS",
+    "InvalidRow",
+    "PromptExample",
+    "detect_format",
+    "extract_examples",
+    "fingerprint_examples",
+    "is_preference_row",
+]
+
+
+@dataclass(frozen=True)
+class PromptExample:
+    """One prompt (chat messages before the answer) and its gold answer."""
+
+    prompt_messages: list[dict]
+    gold: str
+    source: str
+    row: int
+
+
+@dataclass(frozen=True)
+class InvalidRow:
+    """A row that was not used, with the reason (``kind`` is a short code for counting)."""
+
+    source: str
+    row: int
+    field: str
+    reason: str
+    kind: str = "invalid"
+
+    @property
+    def message(self) -> str:
+        return f"dataset {self.source!r}, row {self.row}, field {self.field!r}: {self.reason}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# Format name -> canonical format. "messages" and "chat_template" are the same thing
+# (OpenAI messages / Axolotl's chat_template type), "sharegpt" only changes defaults.
+FORMATS: dict[str, str] = {
+    "alpaca": "alpaca",
+    "messages": "messages",
+    "chat_template": "messages",
+    "openai": "messages",
+    "sharegpt": "sharegpt",
+    "conversations": "sharegpt",
+    "prompt_completion": "prompt_completion",
+    "completion": "prompt_completion",
+    "input_output": "prompt_completion",
+}
+
+_ALLOWED_KEYS: dict[str, set[str]] = {
+    "alpaca": {"field_instruction", "field_input", "field_output", "field_system"},
+    "messages": {"field_messages", "message_property_mappings", "roles", "field_system"},
+    "sharegpt": {"field_messages", "message_property_mappings", "roles", "field_system"},
+    "prompt_completion": {"field_prompt", "field_completion", "field_system"},
+}
+
+_SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function_response": "tool",
+}
+_CHAT_ROLES = {r: r for r in ("system", "user", "assistant", "tool")}
+_PREFERENCE_KEYS = ("chosen", "rejected")
+
+
+class _Bad(Exception):
+    """Internal: a row problem, turned into an InvalidRow by the caller."""
+
+    def __init__(self, field: str, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.field, self.reason, self.kind = field, reason, kind
+
+
+@dataclass
+class _Spec:
+    fmt: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any) -> Any:
+        value = self.fields.get(key)
+        return default if value is None else value
+
+
+def is_preference_row(row: Mapping[str, Any]) -> bool:
+    """True for rows that already are preference pairs (``chosen`` and ``rejected``)."""
+    return all(k in row for k in _PREFERENCE_KEYS)
+
+
+def detect_format(row: Mapping[str, Any]) -> str | None:
+    """Guess the format of a row: ``preference``, ``alpaca``, ``messages``, ``sharegpt``,
+    ``prompt_completion``, or ``None`` when nothing matches."""
+    if is_preference_row(row):
+        return "preference"
+    if "instruction" in row and "output" in row:
+        return "alpaca"
+    if "messages" in row:
+        return "messages"
+    if "conversations" in row:
+        return "sharegpt"
+    if "prompt" in row and "completion" in row:
+        return "prompt_completion"
+    return None
+
+
+def _canonical(fmt: str) -> str:
+    try:
+        return FORMATS[fmt]
+    except KeyError:
+        raise ValueError(
+            f"unknown SFT format {fmt!r}; use one of {sorted(FORMATS)}, or 'auto' to detect it"
+        ) from None
+
+
+def _check_field_map(fmt: str, field_map: Mapping[str, Any] | None) -> dict[str, Any]:
+    fields = dict(field_map or {})
+    unknown = sorted(set(fields) - _ALLOWED_KEYS[fmt])
+    if unknown:
+        raise ValueError(
+            f"field mapping keys {unknown} do not apply to format {fmt!r}; "
+            f"allowed: {sorted(_ALLOWED_KEYS[fmt])}"
+        )
+    return fields
+
+
+def _text(row: Mapping[str, Any], key: str, *, required: bool, what: str) -> str | None:
+    """A string field: missing/None/empty -> error when required, else None."""
+    if key not in row or row[key] is None:
+        if required:
+            raise _Bad(
+                key,
+                f"missing; every row needs {what} in column {key!r}. Fix or remove the row, "
+                f"or map the right column in the dataset config.",
+                "missing_field",
+            )
+        return None
+    value = row[key]
+    if not isinstance(value, str):
+        raise _Bad(
+            key,
+            f"expected a string, got {type(value).__name__}; fix the row or map another column.",
+            "wrong_type",
+        )
+    if not value.strip():
+        if required:
+            raise _Bad(
+                key,
+                f"is empty; {what} must be non-empty text. Fix or remove the row.",
+                "empty_field",
+            )
+        return None
+    return value
+
+
+def _alpaca(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]:
+    instruction = _text(
+        row, spec.get("field_instruction", "instruction"), required=True, what="an instruction"
+    )
+    extra = _text(row, spec.get("field_input", "input"), required=False, what="input")
+    gold = _text(row, spec.get("field_output", "output"), required=True, what="the gold answer")
+    system = _text(row, spec.get("field_system", "system"), required=False, what="system")
+    user = f"{instruction}\n\n{extra}" if extra else instruction
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": user})
+    return messages, gold  # type: ignore[return-value]
+
+
+def _content(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    # OpenAI content parts: [{"type": "text", "text": ...}, ...]
+    if isinstance(value, list) and all(
+        isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        for p in value
+    ):
+        return "".join(p["text"] for p in value)
+    raise _Bad(
+        where,
+        f"expected text content, got {type(value).__name__}; only text (or text parts) "
+        "can be used. Fix or remove the row.",
+        "wrong_type",
+    )
+
+
+def _conversation(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]:
+    sharegpt = spec.fmt == "sharegpt"
+    key = spec.get("field_messages", "conversations" if sharegpt else "messages")
+    props = dict(spec.get("message_property_mappings", {}))
+    role_key = props.get("role", "from" if sharegpt else "role")
+    content_key = props.get("content", "value" if sharegpt else "content")
+    roles = dict(_SHAREGPT_ROLES if sharegpt else _CHAT_ROLES)
+    # Axolotl style: roles: {user: [human, user], assistant: [gpt, assistant]}
+    for target, names in dict(spec.get("roles", {})).items():
+        for name in [names] if isinstance(names, str) else names:
+            roles[name] = target
+
+    if key not in row or row[key] is None:
+        raise _Bad(
+            key,
+            f"missing; every row needs a list of messages in column {key!r} "
+            "(set field_messages if they live elsewhere).",
+            "missing_field",
+        )
+    turns = row[key]
+    if not isinstance(turns, list) or not turns:
+        raise _Bad(
+            key, "expected a non-empty list of messages; fix or remove the row.", "wrong_type"
+        )
+
+    messages: list[dict] = []
+    for i, turn in enumerate(turns):
+        where = f"{key}[{i}]"
+        if not isinstance(turn, Mapping):
+            raise _Bad(
+                where, f"expected a message object, got {type(turn).__name__}.", "wrong_type"
+            )
+        if role_key not in turn or content_key not in turn:
+            raise _Bad(
+                where,
+                f"message lacks {role_key!r} or {content_key!r}; set message_property_mappings "
+                f"(role/content) to the keys your messages use (found {sorted(turn)}).",
+                "missing_field",
+            )
+        raw_role = turn[role_key]
+        if raw_role not in roles:
+            raise _Bad(
+                f"{where}.{role_key}",
+                f"unknown role {raw_role!r}; map it with roles "
+                f"(e.g. roles: {{user: [{raw_role!r}]}}) or fix the row.",
+                "unknown_role",
+            )
+        messages.append(
+            {
+                "role": roles[raw_role],
+                "content": _content(turn[content_key], f"{where}.{content_key}"),
+            }
+        )
+
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None:
+        raise _Bad(
+            key,
+            "the conversation has no assistant turn, so there is no gold answer; "
+            "add one or remove the row.",
+            "no_assistant_turn",
+        )
+    gold = messages[last]["content"]
+    if not gold.strip():
+        raise _Bad(
+            f"{key}[{last}].{content_key}",
+            "the last assistant turn (the gold answer) is empty; fix or remove the row.",
+            "empty_field",
+        )
+    prompt = messages[:last]
+    system_key = spec.fields.get("field_system")
+    if system_key and not any(m["role"] == "system" for m in prompt):
+        system = _text(row, system_key, required=False, what="system")
+        if system:
+            prompt.insert(0, {"role": "system", "content": system})
+    if not any(m["role"] == "user" for m in prompt):
+        raise _Bad(
+            key,
+            "no user turn before the last assistant turn, so there is no prompt; "
+            "fix or remove the row.",
+            "no_user_turn",
+        )
+    return prompt, gold
+
+
+def _prompt_completion(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]:
+    pkey = spec.get("field_prompt", "prompt")
+    ckey = spec.get("field_completion", "completion")
+    prompt = _text(row, pkey, required=True, what="a prompt")
+    gold = _text(row, ckey, required=True, what="the gold completion")
+    system = _text(row, spec.get("field_system", "system"), required=False, what="system")
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    return messages, gold  # type: ignore[return-value]
+
+
+_EXTRACTORS = {
+    "alpaca": _alpaca,
+    "messages": _conversation,
+    "sharegpt": _conversation,
+    "prompt_completion": _prompt_completion,
+}
+
+
+def extract_examples(
+    rows: Iterable[Mapping[str, Any]],
+    fmt: str,
+    source: str,
+    field_map: Mapping[str, Any] | None = None,
+    *,
+    strict: bool = False,
+) -> tuple[list[PromptExample], list[InvalidRow]]:
+    """Turn SFT rows into prompt examples.
+
+    ``fmt`` is one of :data:`FORMATS` or ``"auto"`` (detected from the first row).
+    ``field_map`` renames columns/keys (``field_instruction``, ``field_input``,
+    ``field_output``, ``field_system``, ``field_messages``, ``message_property_mappings``,
+    ``roles``, ``field_prompt``, ``field_completion``). Invalid rows are returned as
+    :class:`InvalidRow` records; with ``strict=True`` the first one raises ``ValueError``.
+    Preference rows (``chosen``/``rejected``) raise ``ValueError``: they need no sampling
+    (check with :func:`detect_format` / :func:`is_preference_row` first).
+    """
+    examples: list[PromptExample] = []
+    invalid: list[InvalidRow] = []
+    spec: _Spec | None = None
+    for index, row in enumerate(rows):
+        if spec is None:
+            name = fmt
+            if fmt == "auto":
+                name = detect_format(row) if isinstance(row, Mapping) else None
+                if name is None:
+                    keys = sorted(row) if isinstance(row, Mapping) else type(row).__name__
+                    raise ValueError(
+                        f"dataset {source!r}: cannot detect the format from row {index} "
+                        f"(columns {keys}); set the format explicitly"
+                    )
+            if name == "preference":
+                raise ValueError(
+                    f"dataset {source!r} already holds preference pairs (chosen/rejected); "
+                    "use it as is, no sampling needed"
+                )
+            canonical = _canonical(name)
+            spec = _Spec(canonical, _check_field_map(canonical, field_map))
+        try:
+            if not isinstance(row, Mapping):
+                raise _Bad("<row>", f"expected an object, got {type(row).__name__}.", "wrong_type")
+            messages, gold = _EXTRACTORS[spec.fmt](row, spec)
+        except _Bad as bad:
+            problem = InvalidRow(source, index, bad.field, bad.reason, bad.kind)
+            if strict:
+                raise ValueError(problem.message) from None
+            invalid.append(problem)
+            continue
+        examples.append(PromptExample(messages, gold, source, index))
+    return examples, invalid
+
+
+def fingerprint_examples(examples: Sequence[PromptExample]) -> str:
+    """sha256 of the examples (source, row, prompt messages, gold) for cache keys."""
+    digest = hashlib.sha256()
+    for ex in examples:
+        record = [ex.source, ex.row, ex.prompt_messages, ex.gold]
+        digest.update(json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()

@@ -1,0 +1,247 @@
+"""The pair store: one directory per cache key, one file per finished batch.
+
+Layout::
+
+    <root>/<key>/meta.json                 key parts, for humans
+    <root>/<key>/plan.json                 batch plan digest (guards resumes)
+    <root>/<key>/shards/batch-000123.jsonl one committed batch (written atomically)
+    <root>/<key>/pairs.jsonl               merged pairs, dataset order
+    <root>/<key>/invalid.jsonl             rows that were not used, with reasons
+    <root>/<key>/summary.json              run summary
+    <root>/<key>/COMPLETE                  written last: the store is complete
+
+Every file is written to a temporary file in the same directory, flushed, fsynced and
+renamed over the target, so a ``kill -9`` at any moment loses at most the batch in
+flight. Shard rows carrying a truthy ``drop_reason`` are kept in the shard (so resumed
+runs can count them) but left out of ``pairs.jsonl``. Nothing here knows about models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PairStore", "MergeStats", "cache_key", "dumps_row", "atomic_write"]
+
+_SHARD = re.compile(r"^batch-(\d{6,})\.jsonl$")
+
+
+def _json_default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(
+        f"cache key parts must be JSON data (str, numbers, lists, dicts, dataclasses, paths); "
+        f"got {type(value).__name__}: {value!r}"
+    )
+
+
+def _stable_json(value: Any) -> str:
+    return json.dumps(
+        value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_json_default
+    )
+
+
+def cache_key(parts: Mapping[str, Any]) -> str:
+    """sha256 hex digest of a stable JSON dump of ``parts``."""
+    return hashlib.sha256(_stable_json(dict(parts)).encode("utf-8")).hexdigest()
+
+
+def dumps_row(row: Mapping[str, Any]) -> str:
+    """Deterministic one-line JSON for a row (identical bytes for identical rows)."""
+    return json.dumps(row, ensure_ascii=False, sort_keys=True)
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (tmp file in the same dir, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable; not possible on every platform
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def _jsonl(rows: Iterable[Mapping[str, Any]]) -> str:
+    return "".join(dumps_row(row) + "\n" for row in rows)
+
+
+@dataclass(frozen=True)
+class MergeStats:
+    """What :meth:`PairStore.merge` wrote."""
+
+    rows: int
+    kept: int
+    dropped: dict[str, int]
+
+
+def _default_order(row: Mapping[str, Any]) -> tuple:
+    return (row.get("index", 0), str(row.get("source", "")), row.get("row", 0))
+
+
+class PairStore:
+    """A directory of committed batches for one cache key."""
+
+    def __init__(self, root: str | os.PathLike, key: str) -> None:
+        if not re.fullmatch(r"[0-9A-Za-z_.-]+", key):
+            raise ValueError(f"invalid cache key {key!r}")
+        self.root = Path(root)
+        self.key = key
+        self.dir = self.root / key
+        self.shards_dir = self.dir / "shards"
+        self.pairs_path = self.dir / "pairs.jsonl"
+        self.invalid_path = self.dir / "invalid.jsonl"
+        self.summary_path = self.dir / "summary.json"
+        self.meta_path = self.dir / "meta.json"
+        self.complete_path = self.dir / "COMPLETE"
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, parts: Mapping[str, Any]) -> PairStore:
+        """The store for ``cache_key(parts)``; writes ``meta.json`` with the parts."""
+        store = cls(root, cache_key(parts))
+        store.shards_dir.mkdir(parents=True, exist_ok=True)
+        if not store.meta_path.exists():
+            meta = {"key": store.key, "parts": json.loads(_stable_json(dict(parts)))}
+            atomic_write(store.meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return store
+
+    def __repr__(self) -> str:
+        return f"PairStore({str(self.dir)!r})"
+
+    # -- batches ---------------------------------------------------------------------------
+    def shard_path(self, index: int) -> Path:
+        return self.shards_dir / f"batch-{index:06d}.jsonl"
+
+    def done_batches(self) -> set[int]:
+        """Indices of committed batches."""
+        if not self.shards_dir.is_dir():
+            return set()
+        found = (_SHARD.match(p.name) for p in self.shards_dir.iterdir())
+        return {int(m.group(1)) for m in found if m}
+
+    def commit_batch(self, index: int, rows: Iterable[Mapping[str, Any]]) -> Path:
+        """Atomically write one finished batch."""
+        if index < 0:
+            raise ValueError(f"batch index must be >= 0, got {index}")
+        return atomic_write(self.shard_path(index), _jsonl(rows))
+
+    def read_batch(self, index: int) -> list[dict]:
+        with open(self.shard_path(index), encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def ensure_plan(self, plan: Mapping[str, Any]) -> None:
+        """Record the batch plan, or check that it matches the recorded one.
+
+        Committed batches are only valid for the plan they were sampled under; a mismatch
+        means the cache key parts miss something that changes the plan."""
+        path = self.dir / "plan.json"
+        text = json.dumps(dict(plan), indent=2, sort_keys=True, default=_json_default) + "\n"
+        if path.exists():
+            recorded = path.read_text(encoding="utf-8")
+            if recorded != text:
+                raise RuntimeError(
+                    f"{self.dir} holds batches from a different batch plan than this run's "
+                    "(the data, sequence_len, batch size or chat template changed without "
+                    "changing the cache key). Include everything that changes the prompts in "
+                    f"the cache key parts, or delete {self.dir} to sample again."
+                )
+            return
+        atomic_write(path, text)
+
+    # -- merged output ---------------------------------------------------------------------
+    def is_complete(self) -> bool:
+        return self.complete_path.exists() and self.pairs_path.exists()
+
+    def merge(
+        self,
+        n_batches: int,
+        *,
+        summary: Mapping[str, Any]
+        | Callable[[MergeStats, list[dict]], Mapping[str, Any]]
+        | None = None,
+        invalid: Iterable[Mapping[str, Any]] = (),
+        order: Callable[[Mapping[str, Any]], Any] = _default_order,
+    ) -> MergeStats:
+        """Concatenate batches ``0..n_batches-1`` and write ``pairs.jsonl`` (rows without a
+        ``drop_reason``, sorted back into dataset order), ``invalid.jsonl``,
+        ``summary.json`` and finally ``COMPLETE``. ``summary`` may be a callable that gets
+        the merge statistics and every shard row (dropped ones included)."""
+        missing = sorted(set(range(n_batches)) - self.done_batches())
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+            raise RuntimeError(
+                f"cannot merge {self.dir}: {len(missing)} of {n_batches} batches are not "
+                f"committed ({shown}); did every rank finish sampling?"
+            )
+        rows: list[dict] = []
+        for index in range(n_batches):
+            rows.extend(self.read_batch(index))
+        rows.sort(key=order)  # stable: ties keep batch order
+        dropped = Counter(str(r["drop_reason"]) for r in rows if r.get("drop_reason"))
+        kept = [
+            {k: v for k, v in r.items() if k != "drop_reason"}
+            for r in rows
+            if not r.get("drop_reason")
+        ]
+        stats = MergeStats(rows=len(rows), kept=len(kept), dropped=dict(sorted(dropped.items())))
+
+        self.complete_path.unlink(missing_ok=True)
+        atomic_write(self.pairs_path, _jsonl(kept))
+        atomic_write(self.invalid_path, _jsonl(invalid))
+        info = summary(stats, rows) if callable(summary) else (summary or {})
+        atomic_write(
+            self.summary_path, json.dumps(dict(info), indent=2, sort_keys=True, default=str) + "\n"
+        )
+        atomic_write(self.complete_path, self.key + "\n")
+        self._remove_stale_tmp()
+        return stats
+
+    def read_pairs(self) -> list[dict]:
+        with open(self.pairs_path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def read_summary(self) -> dict | None:
+        try:
+            with open(self.summary_path, encoding="utf-8") as handle:
+                return json.load(handle)
+        except FileNotFoundError:
+            return None
+
+    def _remove_stale_tmp(self) -> None:
+        """Temporary files left by killed writers. Only safe once nobody writes any more."""
+        for folder in (self.dir, self.shards_dir):
+            for path in folder.glob(".*.tmp"):
+                path.unlink(missing_ok=True)

@@ -1,0 +1,70 @@
+"""The run summary of pair building: counts, tokens, throughput, a small table."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["PairsSummary"]
+
+
+@dataclass
+class PairsSummary:
+    """What happened to the rows. Token counts cover every sampled answer in the store
+    (earlier, interrupted runs included); ``tokens_this_run`` and ``generation_seconds``
+    cover only the batches this process sampled in this run."""
+
+    rows_in: int = 0
+    pairs_out: int = 0
+    invalid: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    batches_sampled: int = 0
+    tokens_generated: int = 0
+    truncated: int = 0
+    tokens_this_run: int = 0
+    generation_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    generator: str = ""
+    cached: bool = False
+
+    @property
+    def tokens_per_second(self) -> float:
+        if self.generation_seconds <= 0:
+            return 0.0
+        return self.tokens_this_run / self.generation_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["tokens_per_second"] = round(self.tokens_per_second, 3)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairsSummary:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def format(self) -> str:
+        """A small two-column table for logs."""
+        lines: list[tuple[str, str]] = [
+            ("rows in", str(self.rows_in)),
+            ("pairs out", str(self.pairs_out)),
+        ]
+        lines += [(f"invalid: {k}", str(v)) for k, v in sorted(self.invalid.items())]
+        lines += [(f"dropped: {k}", str(v)) for k, v in sorted(self.dropped.items())]
+        lines += [
+            ("rejected cut at max_new_tokens", str(self.truncated)),
+            ("batches (sampled now / all)", f"{self.batches_sampled} / {self.batches}"),
+            ("tokens generated", str(self.tokens_generated)),
+            ("tokens/s (this run)", f"{self.tokens_per_second:.1f}"),
+            ("wall time", f"{self.wall_seconds:.1f} s"),
+        ]
+        if self.generator:
+            lines.append(("generator", self.generator))
+        if self.cached:
+            lines.append(("cache", "hit: nothing sampled"))
+        width = max(len(k) for k, _ in lines)
+        rule = "-" * (width + 2 + max(len(v) for _, v in lines))
+        body = [f"{k.ljust(width)}  {v}" for k, v in lines]
+        return "\n".join(["IPO pairs", rule, *body, rule])

@@ -1,0 +1,449 @@
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest_sampler import make_tiny_model
+
+from axolotl_ipo import store as store_mod
+from axolotl_ipo.pairs import build_pairs, plan_batches, render_prompts
+from axolotl_ipo.sampling import Completion, SamplingSettings
+from axolotl_ipo.sft import InvalidRow, extract_examples
+from axolotl_ipo.store import PairStore
+
+REPO = Path(__file__).resolve().parents[1]
+EOS = "<|im_end|>"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+class FakeGenerator:
+    """Deterministic in (prompt, seed); answers 'EMPTY'/'ECHO' prompts specially."""
+
+    name = "fake:v1"
+
+    def __init__(self, log):
+        self.log = log
+
+    def generate(self, prompts, settings, seed):
+        self.log.append((len(prompts), seed))
+        out = []
+        for p in prompts:
+            if "EMPTY" in p:
+                out.append(Completion(f"  {EOS}\n", 1, "stop"))
+            elif "ECHO" in p:
+                out.append(Completion("the   gold\nanswer ", 3, "stop"))
+            else:
+                h = hashlib.sha256(f"{p}|{seed}".encode()).hexdigest()[:8]
+                out.append(Completion(f"sampled {h}", 4, "length"))
+        return out
+
+    def close(self):
+        self.log.append("closed")
+
+
+def factory(calls, log=None):
+    log = [] if log is None else log
+
+    def make():
+        calls.append(1)
+        return FakeGenerator(log)
+
+    return make
+
+
+def alpaca_rows(n, special=None):
+    special = special or {}
+    return [
+        {
+            "instruction": special.get(i, f"question number {i} " + "word " * (i % 5)),
+            "output": "the gold answer" if special.get(i) == "ECHO" else f"gold {i}",
+        }
+        for i in range(n)
+    ]
+
+
+def examples_for(rows, source="data.jsonl"):
+    examples, invalid = extract_examples(rows, "alpaca", source)
+    return examples, invalid
+
+
+def read_bytes(result):
+    return Path(result.path).read_bytes()
+
+
+# -- fast tests with a fake generator --------------------------------------------------------
+
+
+def test_plan_batches_sorted_longest_first_stable():
+    assert plan_batches([3, 5, 3, 1, 5], 2) == [[1, 4], [0, 2], [3]]
+    assert plan_batches([], 4) == []
+
+
+def test_render_prompts_and_too_long(tokenizer):
+    examples, _ = examples_for(
+        [{"instruction": "hi", "output": "o"}, {"instruction": "x " * 200, "output": "o"}]
+    )
+    rendered, invalid = render_prompts(examples, tokenizer, sequence_len=64)
+    assert [r.index for r in rendered] == [0]
+    assert rendered[0].text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert rendered[0].n_tokens == len(
+        tokenizer(rendered[0].text, add_special_tokens=False)["input_ids"]
+    )
+    (bad,) = invalid
+    assert (bad.source, bad.row, bad.field, bad.kind) == (
+        "data.jsonl",
+        1,
+        "prompt_messages",
+        "prompt_too_long",
+    )
+    assert "sequence_len=64" in bad.message and bad.message.startswith(
+        "dataset 'data.jsonl', row 1, field 'prompt_messages': the prompt is "
+    )
+
+
+def test_template_errors_are_rows_and_missing_template_is_config_error(tokenizer):
+    from copy import deepcopy
+
+    tok = deepcopy(tokenizer)
+    tok.chat_template = (
+        "{% if messages[0]['content'] == 'boom' %}{{ raise_exception('no boom') }}{% endif %}"
+        "{{ messages[0]['content'] }}"
+    )
+    examples, _ = examples_for(
+        [{"instruction": "boom", "output": "o"}, {"instruction": "fine", "output": "o"}]
+    )
+    rendered, invalid = render_prompts(examples, tok)
+    assert [r.text for r in rendered] == ["fine"]
+    assert invalid[0].kind == "template_error" and "no boom" in invalid[0].message
+    tok.chat_template = None
+    with pytest.raises(ValueError, match="no chat template"):
+        render_prompts(examples, tok)
+
+
+def test_build_pairs_rows_filters_summary(tmp_path, tokenizer):
+    rows = alpaca_rows(7, {2: "EMPTY", 4: "ECHO"}) + [{"instruction": "no answer"}]
+    examples, invalid = examples_for(rows)
+    examples.append(examples[0].__class__([{"role": "user", "content": "y " * 300}], "g", "b", 0))
+    settings = SamplingSettings(max_new_tokens=4, batch_size=3, seed=1)
+    store = PairStore.open(tmp_path, {"t": 1})
+    calls = []
+    res = build_pairs(
+        examples,
+        tokenizer,
+        factory(calls),
+        settings,
+        store,
+        sequence_len=128,
+        invalid_rows=invalid,
+        progress=False,
+    )
+    assert calls == [1]
+    pairs = store.read_pairs()
+    assert [p["row"] for p in pairs] == [0, 1, 3, 5, 6]
+    p0 = pairs[0]
+    assert p0["prompt"] == tokenizer.apply_chat_template(
+        examples[0].prompt_messages, add_generation_prompt=True, tokenize=False
+    )
+    assert p0["chosen"] == f"gold 0{EOS}" and p0["rejected"].startswith("sampled ")
+    assert p0["rejected"].endswith(EOS) and p0["rejected"].count(EOS) == 1
+    assert p0["sampling"] == settings.to_dict() and p0["generator"] == "fake:v1"
+    assert (p0["source"], p0["index"], p0["rejected_tokens"], p0["finish_reason"]) == (
+        "data.jsonl",
+        0,
+        4,
+        "length",
+    )
+    s = res.summary
+    assert (s.rows_in, s.pairs_out, s.cached) == (9, 5, False)
+    assert s.invalid == {"missing_field": 1, "prompt_too_long": 1}
+    assert s.dropped == {"empty_rejected": 1, "rejected_equals_chosen": 1}
+    assert s.batches == 3 and s.batches_sampled == 3
+    assert s.tokens_generated == 5 * 4 + 1 + 3 and s.truncated == 5
+    table = s.format()
+    assert "pairs out" in table and "dropped: empty_rejected" in table
+    invalid_lines = [json.loads(x) for x in store.invalid_path.read_text().splitlines()]
+    assert [(x["source"], x["row"], x["kind"]) for x in invalid_lines] == [
+        ("data.jsonl", 7, "missing_field"),
+        ("b", 0, "prompt_too_long"),
+    ]
+    assert json.loads(store.summary_path.read_text())["pairs_out"] == 5
+
+
+def test_cache_hit_never_creates_generator(tmp_path, tokenizer):
+    examples, _ = examples_for(alpaca_rows(5))
+    settings = SamplingSettings(batch_size=2)
+    calls = []
+    first = build_pairs(
+        examples,
+        tokenizer,
+        factory(calls),
+        settings,
+        PairStore.open(tmp_path, {"t": 2}),
+        progress=False,
+    )
+    again = build_pairs(
+        examples,
+        tokenizer,
+        factory(calls),
+        settings,
+        PairStore.open(tmp_path, {"t": 2}),
+        progress=False,
+    )
+    assert calls == [1]
+    assert again.cached and not first.cached and again.path == first.path
+    assert again.summary.pairs_out == first.summary.pairs_out == 5
+
+
+def test_resume_samples_only_missing_batches(tmp_path, tokenizer):
+    examples, _ = examples_for(alpaca_rows(7))
+    settings = SamplingSettings(batch_size=2, seed=5)
+    ref = build_pairs(
+        examples,
+        tokenizer,
+        factory([]),
+        settings,
+        PairStore.open(tmp_path / "ref", {"t": 3}),
+        progress=False,
+    )
+    store = PairStore.open(tmp_path / "run", {"t": 3})
+    log = []
+    build_pairs(examples, tokenizer, factory([], log), settings, store, progress=False)
+    for i in (1, 2):
+        store.shard_path(i).unlink()
+    store.complete_path.unlink()
+    log.clear()
+    res = build_pairs(examples, tokenizer, factory([], log), settings, store, progress=False)
+    assert log == [(2, settings.batch_seed(1)), (2, settings.batch_seed(2)), "closed"]
+    assert read_bytes(res) == read_bytes(ref)
+    assert res.summary.batches_sampled == 2 and res.summary.pairs_out == 7
+
+
+def test_crash_during_merge_then_rerun(tmp_path, tokenizer, monkeypatch):
+    examples, _ = examples_for(alpaca_rows(5))
+    settings = SamplingSettings(batch_size=2)
+    ref = build_pairs(
+        examples,
+        tokenizer,
+        factory([]),
+        settings,
+        PairStore.open(tmp_path / "ref", {"t": 4}),
+        progress=False,
+    )
+    real = store_mod.atomic_write
+
+    def failing(path, data):
+        if Path(path).name == "summary.json":
+            raise OSError("killed")
+        return real(path, data)
+
+    monkeypatch.setattr(store_mod, "atomic_write", failing)
+    store = PairStore.open(tmp_path / "run", {"t": 4})
+    with pytest.raises(OSError):
+        build_pairs(examples, tokenizer, factory([]), settings, store, progress=False)
+    assert not store.is_complete()
+    monkeypatch.setattr(store_mod, "atomic_write", real)
+    calls = []
+    res = build_pairs(examples, tokenizer, factory(calls), settings, store, progress=False)
+    assert calls == [] and read_bytes(res) == read_bytes(ref)
+
+
+def test_plan_change_without_key_change_is_refused(tmp_path, tokenizer):
+    settings = SamplingSettings(batch_size=2)
+    store = PairStore.open(tmp_path, {"t": 5})
+    examples, _ = examples_for(alpaca_rows(4))
+    store.ensure_plan({"stale": True})
+    with pytest.raises(RuntimeError, match="different batch plan"):
+        build_pairs(examples, tokenizer, factory([]), settings, store, progress=False)
+
+
+def test_no_usable_rows_and_bad_ranks(tmp_path, tokenizer):
+    store = PairStore.open(tmp_path, {"t": 6})
+    settings = SamplingSettings()
+    bad = InvalidRow("d", 0, "output", "missing", "missing_field")
+    with pytest.raises(ValueError, match=r"no usable rows .*1 invalid.*dataset 'd', row 0"):
+        build_pairs([], tokenizer, factory([]), settings, store, invalid_rows=[bad])
+    with pytest.raises(ValueError, match="needs a barrier"):
+        build_pairs([], tokenizer, factory([]), settings, store, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="rank 2 is not in"):
+        build_pairs(
+            [], tokenizer, factory([]), settings, store, rank=2, world_size=2, barrier=lambda: None
+        )
+
+
+# -- real tiny model -------------------------------------------------------------------------
+
+
+def real_factory(model_dir, calls):
+    from axolotl_ipo.sampling import load_generator
+
+    def make():
+        calls.append(1)
+        return load_generator("transformers", model_dir)
+
+    return make
+
+
+def test_one_vs_two_ranks_identical(tmp_path, tokenizer, model_dir):
+    examples, _ = examples_for(alpaca_rows(7))
+    settings = SamplingSettings(max_new_tokens=6, temperature=1.0, batch_size=2, seed=3)
+    parts = {"t": 7}
+    single = build_pairs(
+        examples,
+        tokenizer,
+        real_factory(model_dir, []),
+        settings,
+        PairStore.open(tmp_path / "one", parts),
+        progress=False,
+    )
+    two = PairStore.open(tmp_path / "two", parts)
+    calls = []
+    r1 = build_pairs(
+        examples,
+        tokenizer,
+        real_factory(model_dir, calls),
+        settings,
+        two,
+        rank=1,
+        world_size=2,
+        barrier=lambda: None,
+        progress=False,
+    )
+    assert two.done_batches() == {1, 3} and not two.is_complete()
+    assert r1.summary.batches_sampled == 2
+    r0 = build_pairs(
+        examples,
+        tokenizer,
+        real_factory(model_dir, calls),
+        settings,
+        two,
+        rank=0,
+        world_size=2,
+        barrier=lambda: None,
+        progress=False,
+    )
+    assert calls == [1, 1] and two.is_complete() and r0.summary.batches_sampled == 2
+    assert read_bytes(r0) == read_bytes(single)
+    assert len(two.read_pairs()) + sum(r0.summary.dropped.values()) == 7
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    from transformers import AutoTokenizer
+    from axolotl_ipo.pairs import build_pairs
+    from axolotl_ipo.sampling import SamplingSettings, load_generator
+    from axolotl_ipo.sft import extract_examples
+    from axolotl_ipo.store import PairStore
+
+    model_dir, data, root = sys.argv[1:4]
+
+    class Slow:
+        def __init__(self, inner):
+            self.inner, self.name = inner, inner.name
+
+        def generate(self, prompts, settings, seed):
+            out = self.inner.generate(prompts, settings, seed)
+            time.sleep(0.1)
+            return out
+
+        def close(self):
+            self.inner.close()
+
+    rows = json.load(open(data))
+    examples, _ = extract_examples(rows, "alpaca", "data.jsonl")
+    settings = SamplingSettings(**json.loads(sys.argv[4]))
+    build_pairs(examples, AutoTokenizer.from_pretrained(model_dir),
+                lambda: Slow(load_generator("transformers", model_dir)), settings,
+                PairStore.open(root, {"t": "kill"}), progress=False)
+    """
+)
+
+
+def kill_at(script, runs, log):
+    """Start one sampler per (args, store, k); SIGKILL each once its store has k batches."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    err = open(log, "ab")  # a file, not a pipe: a full pipe would block the sampler
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), *args],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        for args, _, _ in runs
+    ]
+    try:
+        deadline = time.monotonic() + 90
+        pending = set(range(len(runs)))
+        while pending:
+            for i in sorted(pending):
+                _, store, k = runs[i]
+                if len(store.done_batches()) >= k:
+                    os.kill(procs[i].pid, signal.SIGKILL)
+                    pending.discard(i)
+                elif procs[i].poll() is not None:
+                    raise AssertionError(f"sampler exited early: {Path(log).read_text()}")
+            assert time.monotonic() < deadline, "sampler too slow"
+            time.sleep(0.005)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        err.close()
+    assert [p.returncode for p in procs] == [-signal.SIGKILL] * len(procs)
+
+
+def test_resume_after_sigkill_is_byte_identical(tmp_path, tokenizer, model_dir):
+    rows = alpaca_rows(20)
+    examples, _ = examples_for(rows)
+    knobs = {"max_new_tokens": 8, "temperature": 1.0, "batch_size": 2, "seed": 9}
+    settings = SamplingSettings(**knobs)
+    ref = build_pairs(
+        examples,
+        tokenizer,
+        real_factory(model_dir, []),
+        settings,
+        PairStore.open(tmp_path / "ref", {"t": "kill"}),
+        progress=False,
+    )
+    assert ref.summary.batches == 10
+
+    script = tmp_path / "sampler.py"
+    script.write_text(KILL_SCRIPT)
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps(rows))
+    store = PairStore.open(tmp_path / "run", {"t": "kill"})
+    args = [str(model_dir), str(data), str(tmp_path / "run"), json.dumps(knobs)]
+    seen = []
+    for k in (1, 3, 5):  # kill the same store three times, each time further on
+        kill_at(script, [(args, store, k)], tmp_path / "sampler.log")
+        done = store.done_batches()
+        assert k <= len(done) < 10 and not store.is_complete()
+        seen.append(len(done))
+    assert seen == sorted(seen)
+    calls = []
+    res = build_pairs(
+        examples, tokenizer, real_factory(model_dir, calls), settings, store, progress=False
+    )
+    assert calls == [1] and res.summary.batches_sampled == 10 - seen[-1]
+    assert read_bytes(res) == read_bytes(ref)
+    assert res.summary.tokens_generated == ref.summary.tokens_generated

@@ -1,0 +1,194 @@
+import importlib
+import sys
+import types
+
+import pytest
+import torch
+from conftest_sampler import make_tiny_model
+
+from axolotl_ipo.sampling import (
+    Completion,
+    Generator,
+    SamplingSettings,
+    derive_seed,
+    load_generator,
+)
+from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def gen(model_dir):
+    return load_generator("transformers", model_dir)
+
+
+def prompts(gen, n=3):
+    tok = gen.tokenizer
+    texts = ["hello", "Write a haiku about rain and leaves please", "two plus two?"][:n]
+    return [
+        tok.apply_chat_template(
+            [{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False
+        )
+        for t in texts
+    ]
+
+
+def test_settings_validation_and_dict():
+    s = SamplingSettings(stop_tokens=["<|im_end|>"])
+    assert s.stop_tokens == ("<|im_end|>",)
+    assert s.to_dict() == {
+        "max_new_tokens": 256,
+        "temperature": 0.7,
+        "top_p": 1.0,
+        "seed": 42,
+        "batch_size": 16,
+        "stop_tokens": ["<|im_end|>"],
+    }
+    assert SamplingSettings(temperature=0).greedy
+    for bad in ({"temperature": -1}, {"top_p": 0}, {"batch_size": 0}, {"max_new_tokens": 0}):
+        with pytest.raises(ValueError):
+            SamplingSettings(**bad)
+    assert s.batch_seed(3) == derive_seed(42, 3) != derive_seed(42, 4)
+    assert 0 <= derive_seed(2**70, -5) < 2**63
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown sampler backend 'foo'"):
+        load_generator("foo", "x")
+
+
+def test_transformers_generate_shapes_and_determinism(gen):
+    assert isinstance(gen, Generator) and isinstance(gen, TransformersGenerator)
+    assert gen.name.startswith("transformers:")
+    settings = SamplingSettings(max_new_tokens=6, temperature=1.0)
+    ps = prompts(gen)
+    state = torch.random.get_rng_state()
+    a = gen.generate(ps, settings, seed=7)
+    assert torch.equal(state, torch.random.get_rng_state()), "global RNG must be untouched"
+    b = gen.generate(ps, settings, seed=7)
+    c = gen.generate(ps, settings, seed=8)
+    assert a == b and a != c
+    assert len(a) == 3 and all(isinstance(x, Completion) for x in a)
+    for comp in a:
+        assert comp.n_tokens <= 6 and comp.finish_reason in ("stop", "length")
+        assert "<|im_start|>" not in comp.text and "assistant" not in comp.text[:9]
+    assert gen.generate([], settings, seed=1) == []
+
+
+def test_left_padding_matches_single_prompt_greedy(gen):
+    settings = SamplingSettings(max_new_tokens=5, temperature=0)
+    ps = prompts(gen)
+    batch = gen.generate(ps, settings, seed=0)
+    alone = [gen.generate([p], settings, seed=123)[0] for p in ps]
+    assert [c.text for c in batch] == [c.text for c in alone]
+    assert all(c.finish_reason == "length" and c.n_tokens == 5 for c in batch)
+
+
+def test_stop_token_cuts_completion(gen):
+    ps = prompts(gen, 1)
+    settings = SamplingSettings(max_new_tokens=6, temperature=0)
+    enc = gen.tokenizer(ps, add_special_tokens=False, return_tensors="pt")
+    with torch.inference_mode():
+        out = gen.model.generate(
+            **enc, generation_config=gen._generation_config(settings, gen.stop_ids(settings))
+        )
+    new = out[0, enc["input_ids"].shape[1] :].tolist()
+    stop_tok = gen.tokenizer.convert_ids_to_tokens(new[2])
+    first = new.index(new[2])
+    comp = gen.generate(ps, SamplingSettings(6, 0, stop_tokens=(stop_tok,)), seed=0)[0]
+    assert comp.finish_reason == "stop" and comp.n_tokens == first + 1
+    assert comp.text == gen.tokenizer.decode(new[:first], skip_special_tokens=True)
+    with pytest.raises(ValueError, match="not a single token"):
+        gen.stop_ids(SamplingSettings(stop_tokens=("no such token",)))
+
+
+def test_checkpoint_generation_defaults_ignored(model_dir, tmp_path):
+    import json
+    import shutil
+
+    other = tmp_path / "m"
+    shutil.copytree(model_dir, other)
+    cfg = json.loads((other / "generation_config.json").read_text())
+    cfg.update({"repetition_penalty": 5.0, "top_k": 1, "do_sample": True, "temperature": 0.01})
+    (other / "generation_config.json").write_text(json.dumps(cfg))
+    g2 = TransformersGenerator(other)
+    gen = TransformersGenerator(model_dir)
+    settings = SamplingSettings(max_new_tokens=6, temperature=1.0)
+    ps = prompts(gen)
+    assert g2.generate(ps, settings, 3) == gen.generate(ps, settings, 3)
+    g2.close()
+
+
+def test_vllm_import_never_fails_and_errors_clearly(monkeypatch):
+    mod = importlib.import_module("axolotl_ipo.sampling.vllm_backend")
+    monkeypatch.setattr(mod, "vllm_available", lambda: False)
+    with pytest.raises(RuntimeError, match="pip install vllm"):
+        load_generator("vllm", "some/model")
+    monkeypatch.setattr(mod, "vllm_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        load_generator("vllm", "some/model")
+
+
+def test_vllm_backend_plumbing_with_fake_vllm(monkeypatch, gen):
+    calls = {}
+
+    class FakeParams:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    class FakeLLM:
+        def __init__(self, **kw):
+            calls["llm"] = kw
+
+        def get_tokenizer(self):
+            return gen.tokenizer
+
+        def generate(self, inputs, params, use_tqdm):
+            calls["inputs"], calls["params"] = inputs, params
+            out = types.SimpleNamespace(text="hi", token_ids=[5, 6, 1], finish_reason="stop")
+            return [types.SimpleNamespace(outputs=[out]) for _ in inputs]
+
+    fake = types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeParams)
+    mod = importlib.import_module("axolotl_ipo.sampling.vllm_backend")
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(mod, "vllm_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    g = load_generator("vllm", "/m", max_model_len=128)
+    assert g.name == "vllm:/m" and calls["llm"]["max_model_len"] == 128
+    ps = prompts(gen, 2)
+    res = g.generate(ps, SamplingSettings(max_new_tokens=9, temperature=0.5, top_p=0.9), seed=11)
+    assert res == [Completion("hi", 3, "stop")] * 2
+    assert (
+        calls["inputs"][0]["prompt_token_ids"]
+        == gen.tokenizer(ps[0], add_special_tokens=False)["input_ids"]
+    )
+    kw = [p.kw for p in calls["params"]]
+    assert kw[0]["seed"] == derive_seed(11, 0) and kw[1]["seed"] == derive_seed(11, 1)
+    assert kw[0]["max_tokens"] == 9 and kw[0]["top_p"] == 0.9 and kw[0]["temperature"] == 0.5
+    assert kw[0]["stop_token_ids"] == [gen.tokenizer.eos_token_id]
+
+
+def test_model_fingerprint(model_dir, tmp_path):
+    import shutil
+
+    from axolotl_ipo.sampling import model_fingerprint
+
+    fp = model_fingerprint(model_dir)
+    assert set(fp["files"]) >= {"config.json", "model.safetensors"}
+    other = tmp_path / "copy"
+    shutil.copytree(model_dir, other)
+    assert model_fingerprint(other)["files"] == fp["files"]
+    weights = other / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert model_fingerprint(other)["files"] != fp["files"]
+    assert model_fingerprint("org/model", "abc") == {"id": "org/model", "revision": "abc"}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no weight files"):
+        model_fingerprint(tmp_path / "empty")

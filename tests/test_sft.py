@@ -1,0 +1,295 @@
+import pytest
+
+from axolotl_ipo.sft import (
+    InvalidRow,
+    PromptExample,
+    detect_format,
+    extract_examples,
+    is_preference_row,
+)
+
+
+def one(rows, fmt, field_map=None, source="ds.jsonl"):
+    examples, invalid = extract_examples(rows, fmt, source, field_map)
+    assert invalid == []
+    assert len(examples) == 1
+    return examples[0]
+
+
+def bad(rows, fmt, field_map=None, source="ds.jsonl"):
+    examples, invalid = extract_examples(rows, fmt, source, field_map)
+    assert examples == [] or len(examples) < len(list(rows))
+    assert len(invalid) == 1
+    return invalid[0]
+
+
+# -- formats ---------------------------------------------------------------------------------
+
+
+def test_alpaca_with_input_and_system():
+    ex = one(
+        [{"instruction": "Sum", "input": "1 2", "output": "3", "system": "Be brief."}], "alpaca"
+    )
+    assert ex == PromptExample(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Sum\n\n1 2"}],
+        "3",
+        "ds.jsonl",
+        0,
+    )
+
+
+def test_alpaca_input_optional_and_empty():
+    ex = one([{"instruction": "Hi", "output": "Hello"}], "alpaca")
+    assert ex.prompt_messages == [{"role": "user", "content": "Hi"}]
+    ex = one([{"instruction": "Hi", "input": "", "output": "Hello"}], "alpaca")
+    assert ex.prompt_messages == [{"role": "user", "content": "Hi"}]
+
+
+def test_alpaca_field_map():
+    ex = one(
+        [{"q": "Hi", "ctx": "x", "a": "Hello"}],
+        "alpaca",
+        {"field_instruction": "q", "field_input": "ctx", "field_output": "a"},
+    )
+    assert ex.prompt_messages == [{"role": "user", "content": "Hi\n\nx"}]
+    assert ex.gold == "Hello"
+
+
+def test_messages_last_assistant_is_gold_system_kept():
+    msgs = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "u2"},
+        {"role": "assistant", "content": "a2"},
+    ]
+    for fmt in ("messages", "chat_template"):
+        ex = one([{"messages": msgs}], fmt)
+        assert ex.gold == "a2"
+        assert ex.prompt_messages == msgs[:4]
+
+
+def test_messages_trailing_user_turn_ignored():
+    msgs = [
+        {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "u2"},
+    ]
+    ex = one([{"messages": msgs}], "messages")
+    assert ex.gold == "a1" and ex.prompt_messages == msgs[:1]
+
+
+def test_messages_content_parts():
+    msgs = [
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "assistant", "content": "c"},
+    ]
+    assert one([{"messages": msgs}], "messages").prompt_messages[0]["content"] == "ab"
+
+
+def test_chat_template_field_mapping_and_roles():
+    row = {
+        "dialog": [
+            {"speaker": "human", "text": "hi"},
+            {"speaker": "bot", "text": "hello"},
+        ]
+    }
+    ex = one(
+        [row],
+        "chat_template",
+        {
+            "field_messages": "dialog",
+            "message_property_mappings": {"role": "speaker", "content": "text"},
+            "roles": {"user": ["human"], "assistant": ["bot"]},
+        },
+    )
+    assert ex.prompt_messages == [{"role": "user", "content": "hi"}]
+    assert ex.gold == "hello"
+
+
+def test_messages_field_system_column():
+    msgs = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+    ex = one([{"messages": msgs, "sys": "S"}], "messages", {"field_system": "sys"})
+    assert ex.prompt_messages == [{"role": "system", "content": "S"}, msgs[0]]
+    with_system = [{"role": "system", "content": "own"}, *msgs]
+    ex = one([{"messages": with_system, "sys": "S"}], "messages", {"field_system": "sys"})
+    assert ex.prompt_messages == with_system[:2]
+
+
+def test_sharegpt():
+    row = {
+        "conversations": [
+            {"from": "system", "value": "S"},
+            {"from": "human", "value": "hi"},
+            {"from": "gpt", "value": "hello"},
+        ]
+    }
+    ex = one([row], "sharegpt")
+    assert ex.prompt_messages == [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "hi"},
+    ]
+    assert ex.gold == "hello"
+
+
+def test_prompt_completion_with_mapping():
+    ex = one([{"prompt": "p", "completion": "c"}], "prompt_completion")
+    assert ex.prompt_messages == [{"role": "user", "content": "p"}] and ex.gold == "c"
+    ex = one(
+        [{"question": "p", "answer": "c"}],
+        "completion",
+        {"field_prompt": "question", "field_completion": "answer"},
+    )
+    assert ex.gold == "c"
+
+
+def test_rows_are_numbered_in_input_order():
+    rows = [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(3)]
+    examples, _ = extract_examples(iter(rows), "prompt_completion", "src")
+    assert [(e.source, e.row, e.gold) for e in examples] == [
+        ("src", 0, "c0"),
+        ("src", 1, "c1"),
+        ("src", 2, "c2"),
+    ]
+
+
+def test_detect_format_and_preference_rows():
+    assert detect_format({"instruction": "", "output": ""}) == "alpaca"
+    assert detect_format({"messages": []}) == "messages"
+    assert detect_format({"conversations": []}) == "sharegpt"
+    assert detect_format({"prompt": "", "completion": ""}) == "prompt_completion"
+    assert detect_format({"prompt": "", "chosen": "", "rejected": ""}) == "preference"
+    assert detect_format({"foo": 1}) is None
+    assert is_preference_row({"prompt": "p", "chosen": "a", "rejected": "b"})
+    with pytest.raises(ValueError, match="already holds preference pairs"):
+        extract_examples([{"prompt": "p", "chosen": "a", "rejected": "b"}], "auto", "prefs")
+    examples, _ = extract_examples([{"instruction": "i", "output": "o"}], "auto", "x")
+    assert examples[0].gold == "o"
+
+
+def test_config_errors_raise():
+    with pytest.raises(ValueError, match="unknown SFT format 'dpo'"):
+        extract_examples([{}], "dpo", "x")
+    with pytest.raises(ValueError, match=r"\['field_prompt'\] do not apply to format 'alpaca'"):
+        extract_examples([{}], "alpaca", "x", {"field_prompt": "q"})
+    with pytest.raises(ValueError, match="cannot detect the format from row 0"):
+        extract_examples([{"foo": 1}], "auto", "x")
+
+
+# -- bad rows --------------------------------------------------------------------------------
+
+GOOD = {"instruction": "i", "output": "o"}
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "kind", "words"),
+    [
+        ({"instruction": "i"}, "output", "missing_field", "missing"),
+        ({"instruction": "i", "output": None}, "output", "missing_field", "missing"),
+        ({"instruction": "i", "output": "  "}, "output", "empty_field", "is empty"),
+        ({"instruction": "i", "output": 3}, "output", "wrong_type", "expected a string, got int"),
+        ({"instruction": "", "output": "o"}, "instruction", "empty_field", "is empty"),
+        ({"instruction": "i", "input": [1], "output": "o"}, "input", "wrong_type", "got list"),
+    ],
+)
+def test_alpaca_bad_rows(row, field, kind, words):
+    examples, invalid = extract_examples([GOOD, row, GOOD], "alpaca", "my_data.jsonl")
+    assert [e.row for e in examples] == [0, 2]
+    assert len(invalid) == 1
+    problem = invalid[0]
+    assert (problem.source, problem.row, problem.field, problem.kind) == (
+        "my_data.jsonl",
+        1,
+        field,
+        kind,
+    )
+    assert problem.message.startswith(f"dataset 'my_data.jsonl', row 1, field '{field}': ")
+    assert words in problem.message
+    assert "remove the row" in problem.message or "map" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("msgs", "field", "kind", "words"),
+    [
+        ([{"role": "user", "content": "u"}], "messages", "no_assistant_turn", "no assistant turn"),
+        ([], "messages", "wrong_type", "non-empty list"),
+        (
+            [{"role": "user", "content": "u"}, {"role": "assistant", "content": " "}],
+            "messages[1].content",
+            "empty_field",
+            "gold answer) is empty",
+        ),
+        (
+            [{"role": "user", "content": "u"}, {"role": "bot", "content": "a"}],
+            "messages[1].role",
+            "unknown_role",
+            "unknown role 'bot'",
+        ),
+        (
+            [{"role": "user", "text": "u"}, {"role": "assistant", "content": "a"}],
+            "messages[0]",
+            "missing_field",
+            "message_property_mappings",
+        ),
+        (
+            [{"role": "user", "content": None}, {"role": "assistant", "content": "a"}],
+            "messages[0].content",
+            "wrong_type",
+            "expected text content",
+        ),
+        (
+            [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}],
+            "messages",
+            "no_user_turn",
+            "no user turn",
+        ),
+        ("hello", "messages", "wrong_type", "non-empty list"),
+    ],
+)
+def test_messages_bad_rows(msgs, field, kind, words):
+    examples, invalid = extract_examples([{"messages": msgs}], "messages", "chats")
+    assert examples == []
+    (problem,) = invalid
+    assert (problem.row, problem.field, problem.kind) == (0, field, kind)
+    assert problem.message.startswith(f"dataset 'chats', row 0, field '{field}': ")
+    assert words in problem.message
+
+
+def test_missing_messages_column_and_non_dict_row():
+    _, invalid = extract_examples(
+        [{"conversations": [{"from": "human", "value": "x"}]}, {"other": 1}, "text"],
+        "sharegpt",
+        "sg",
+    )
+    assert [(p.row, p.field, p.kind) for p in invalid] == [
+        (0, "conversations", "no_assistant_turn"),
+        (1, "conversations", "missing_field"),
+        (2, "<row>", "wrong_type"),
+    ]
+    assert "set field_messages" in invalid[1].message
+
+
+def test_prompt_completion_missing_completion():
+    problem = bad([{"prompt": "p"}], "prompt_completion", source="pc")
+    assert problem == InvalidRow(
+        "pc", 0, "completion", problem.reason, "missing_field"
+    ) and problem.message.startswith("dataset 'pc', row 0, field 'completion': missing")
+
+
+def test_strict_raises_same_message():
+    rows = [GOOD, {"instruction": "i"}]
+    _, invalid = extract_examples(rows, "alpaca", "d")
+    with pytest.raises(ValueError) as err:
+        extract_examples(rows, "alpaca", "d", strict=True)
+    assert str(err.value) == invalid[0].message
+    assert str(invalid[0]) == invalid[0].message
+
+
+def test_fingerprint_examples():
+    from axolotl_ipo.sft import fingerprint_examples
+
+    a, _ = extract_examples([GOOD, GOOD], "alpaca", "d")
+    b, _ = extract_examples([GOOD, {"instruction": "i", "output": "O"}], "alpaca", "d")
+    assert fingerprint_examples(a) == fingerprint_examples(list(a))
+    assert fingerprint_examples(a) != fingerprint_examples(b)
+    assert len(fingerprint_examples([])) == 64
