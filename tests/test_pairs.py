@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest_sampler import make_tiny_model
 
 from axolotl_ipo import store as store_mod
 from axolotl_ipo.pairs import build_pairs, plan_batches, render_prompts
@@ -22,8 +21,8 @@ EOS = "<|im_end|>"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import types
 
 import pytest
 import torch
-from conftest_sampler import make_tiny_model
 
 from axolotl_ipo.sampling import (
     Completion,
@@ -17,8 +16,8 @@ from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")
