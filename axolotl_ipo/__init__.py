@@ -7,6 +7,13 @@ Axolotl's preference pipeline (`plugin`) -> TRL's IPO loss.
 __version__ = "0.1.0"
 
 
+def sampled_pairs(cfg=None, **kwargs):
+    """Dataset `type: axolotl_ipo.sampled_pairs` (Axolotl resolves only two-part names)."""
+    from axolotl_ipo.rejection_sampling import sampled_pairs as transform
+
+    return transform(cfg, **kwargs)
+
+
 def __getattr__(name: str):
     # Lazy, so `import axolotl_ipo` (e.g. by the CLI) does not import Axolotl.
     if name == "IPOPlugin":

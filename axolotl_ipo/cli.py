@@ -1,4 +1,4 @@
-"""`axolotl-ipo`: check a config; later issues add sample / inspect / eval."""
+"""`axolotl-ipo`: check a config, sample its pairs, inspect a pairs file."""
 
 from __future__ import annotations
 
@@ -50,6 +50,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    import shutil
+
+    from axolotl_ipo import distributed
+    from axolotl_ipo.rejection_sampling import build_pairs_for_config
+
+    cfg = load_config(args.config)
+    result = build_pairs_for_config(cfg, output_dir=args.output)
+    if result is None:
+        print(f"{args.config}: no SFT dataset to sample from (preference datasets are used as is)")
+        return 0
+    if distributed.rank() == 0:
+        target = Path(args.output or ".") / "pairs.jsonl"
+        if args.output and result.path != target:
+            shutil.copyfile(result.path, target)
+        print(f"pairs: {target if args.output else result.path}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from axolotl_ipo.inspect_pairs import report
+
+    try:
+        print(report(Path(args.pairs), examples=args.examples, end_token=args.end_token))
+    except (OSError, ValueError) as err:
+        print(f"axolotl-ipo inspect: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="axolotl-ipo", description="IPO for Axolotl, with pairs sampled from SFT data."
@@ -59,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and print the resolved IPO settings")
     check.add_argument("config", help="an Axolotl YAML config")
     check.set_defaults(func=cmd_check)
+    sample = sub.add_parser(
+        "sample", help="build the IPO pairs of a config's SFT datasets (same code as training)"
+    )
+    sample.add_argument("config", help="an Axolotl YAML config with rl: ipo")
+    sample.add_argument("--output", help="directory for the pair store and pairs.jsonl")
+    sample.set_defaults(func=cmd_sample)
+    inspect = sub.add_parser("inspect", help="counts, lengths and examples of a pairs.jsonl")
+    inspect.add_argument("pairs", help="a pairs.jsonl")
+    inspect.add_argument("--examples", type=int, default=3, help="how many pairs to print")
+    inspect.add_argument(
+        "--end-token", default="<|im_end|>", help="end token to ignore when comparing answers"
+    )
+    inspect.set_defaults(func=cmd_inspect)
     return parser
 
 

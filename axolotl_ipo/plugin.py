@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from axolotl.integrations.base import BasePlugin
 
-from axolotl_ipo import config, distributed
+from axolotl_ipo import config, distributed, rejection_sampling
 from axolotl_ipo.callbacks import IPOMetricsCallback
 
 
@@ -25,11 +25,24 @@ class IPOPlugin(BasePlugin):
         distributed.request_cpu_process_group()
 
     def load_datasets(self, cfg, preprocess: bool = False):
-        """The first hook after Axolotl resolves `device_map`, and before it loads the model."""
+        """SFT datasets become sampled pairs; preference datasets pass through unchanged.
+
+        Also the first hook after Axolotl resolves `device_map` and before the model loads.
+        """
         if not config.is_active(cfg):
             return None
         distributed.fix_cpu_device_map(cfg)
-        return None
+        result = rejection_sampling.build_pairs_for_config(cfg)
+        if result is None:
+            return None
+        from axolotl.common.datasets import load_preference_datasets
+        from axolotl.utils.dict import DictDefault
+
+        _, preference = rejection_sampling.sft_sources(cfg)
+        entries = [rejection_sampling.pairs_dataset_entry(result.path)]
+        entries += [dict(cfg.datasets[index]) for index in preference]
+        cfg.datasets = [DictDefault(entry) for entry in entries]
+        return load_preference_datasets(cfg=cfg)
 
     def get_training_args(self, cfg):
         """Applied after Axolotl's own DPO settings: IPO with beta = tau, whatever the release."""

@@ -68,7 +68,7 @@ FORMATS: dict[str, str] = {
     "input_output": "prompt_completion",
 }
 
-_ALLOWED_KEYS: dict[str, set[str]] = {
+ALLOWED_KEYS: dict[str, set[str]] = {
     "alpaca": {"field_instruction", "field_input", "field_output", "field_system"},
     "messages": {"field_messages", "message_property_mappings", "roles", "field_system"},
     "sharegpt": {"field_messages", "message_property_mappings", "roles", "field_system"},
@@ -139,11 +139,11 @@ def _canonical(fmt: str) -> str:
 
 def _check_field_map(fmt: str, field_map: Mapping[str, Any] | None) -> dict[str, Any]:
     fields = dict(field_map or {})
-    unknown = sorted(set(fields) - _ALLOWED_KEYS[fmt])
+    unknown = sorted(set(fields) - ALLOWED_KEYS[fmt])
     if unknown:
         raise ValueError(
             f"field mapping keys {unknown} do not apply to format {fmt!r}; "
-            f"allowed: {sorted(_ALLOWED_KEYS[fmt])}"
+            f"allowed: {sorted(ALLOWED_KEYS[fmt])}"
         )
     return fields
 

@@ -1,8 +1,8 @@
 """Which of the user's `datasets` entries are SFT data to sample from, and how to read them.
 
 The entries are the ones the user wrote (saved by `config.normalise` before Axolotl coerces
-them to preference entries). Everything that is not a recognised SFT format is left to
-Axolotl's own preference loader unchanged.
+them to preference entries, which drops SFT-only keys such as `field_messages` mappings).
+Everything that is not a recognised SFT format goes to Axolotl's preference loader unchanged.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-SFT_TYPES = {"alpaca": "alpaca", "chat_template": "messages", "sharegpt": "sharegpt"}
+from axolotl_ipo.sft import ALLOWED_KEYS, FORMATS
+
+CUSTOM_INSTRUCT_KEYS = ("field_instruction", "field_input", "field_output", "field_system")
 
 
 @dataclass(frozen=True)
@@ -24,51 +26,33 @@ class SFTSource:
 
     @property
     def name(self) -> str:
-        split = self.entry.get("split")
-        return f"datasets[{self.index}] ({self.entry.get('path')}{':' + split if split else ''})"
+        return f"datasets[{self.index}] {self.entry.get('path')}"
 
 
-def _field_map(entry: dict[str, Any], fmt: str) -> dict[str, Any]:
-    if fmt == "messages":
-        mappings = entry.get("message_property_mappings") or {}
-        return {
-            "field_messages": entry.get("field_messages") or "messages",
-            "role": mappings.get("role", entry.get("message_field_role") or "role"),
-            "content": mappings.get("content", entry.get("message_field_content") or "content"),
-        }
-    if fmt == "prompt_completion":
-        custom = entry["type"]
-        return {
-            "field_prompt": custom.get("field_instruction") or custom.get("field_prompt"),
-            "field_completion": custom.get("field_output") or custom.get("field_completion"),
-            "field_system": custom.get("field_system"),
-        }
-    return {}
-
-
-def _sft_format(entry: dict[str, Any]) -> str | None:
+def _sft_format(entry: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(format, field mapping) for an SFT entry, None for a preference entry."""
     ds_type = entry.get("type")
-    if isinstance(ds_type, dict):
-        has_prompt = ds_type.get("field_instruction") or ds_type.get("field_prompt")
-        has_answer = ds_type.get("field_output") or ds_type.get("field_completion")
-        preference = ds_type.get("field_chosen") or ds_type.get("field_rejected")
-        return "prompt_completion" if has_prompt and has_answer and not preference else None
-    if not isinstance(ds_type, str):
+    if isinstance(ds_type, dict):  # Axolotl's custom instruct format: field_instruction, ...
+        if ds_type.get("field_chosen") or ds_type.get("field_rejected"):
+            return None
+        return "alpaca", {key: ds_type[key] for key in CUSTOM_INSTRUCT_KEYS if ds_type.get(key)}
+    if not isinstance(ds_type, str) or ds_type.split(":")[0] not in FORMATS:
         return None
-    if ds_type == "chat_template" and (entry.get("field_chosen") or entry.get("field_rejected")):
+    if entry.get("field_chosen") or entry.get("field_rejected"):
         return None  # Axolotl's DPO chat_template with chosen/rejected message fields
-    return SFT_TYPES.get(ds_type.split(":")[0])
+    fmt = FORMATS[ds_type.split(":")[0]]
+    return fmt, {key: entry[key] for key in ALLOWED_KEYS[fmt] if entry.get(key) is not None}
 
 
-def split_sources(entries: list[dict[str, Any]]) -> tuple[list[SFTSource], list[dict[str, Any]]]:
-    """(SFT entries to sample from, preference entries to hand to Axolotl unchanged)."""
+def split_sources(entries: list[dict[str, Any]]) -> tuple[list[SFTSource], list[int]]:
+    """(SFT entries to sample from, indices of the entries to hand to Axolotl unchanged)."""
     sft, preference = [], []
     for index, entry in enumerate(entries):
-        fmt = _sft_format(entry)
-        if fmt is None:
-            preference.append(entry)
+        found = _sft_format(entry)
+        if found is None:
+            preference.append(index)
         else:
-            sft.append(SFTSource(index, entry, fmt, _field_map(entry, fmt)))
+            sft.append(SFTSource(index, dict(entry), *found))
     return sft, preference
 
 

@@ -1,0 +1,62 @@
+"""`axolotl-ipo inspect PAIRS.jsonl`: what a pairs file holds, before you train on it."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from axolotl_ipo.pairs import _normalise, _strip_end
+
+
+def read_pairs(path: Path) -> list[dict]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {number}: not JSON ({err.msg}); fix the line") from None
+        missing = [key for key in ("prompt", "chosen", "rejected") if key not in row]
+        if missing:
+            raise ValueError(f"{path}, line {number}: no {', '.join(missing)}; not a pairs file")
+        rows.append(row)
+    return rows
+
+
+def _stats(lengths: list[int]) -> str:
+    if not lengths:
+        return "-"
+    return (
+        f"mean {statistics.fmean(lengths):7.1f}  median {statistics.median(lengths):6.0f}  "
+        f"min {min(lengths):5d}  max {max(lengths):6d}"
+    )
+
+
+def report(path: Path, examples: int = 3, end_token: str = "") -> str:
+    rows = read_pairs(path)
+    chosen = [_strip_end(row["chosen"], end_token) if end_token else row["chosen"] for row in rows]
+    rejected = [
+        _strip_end(row["rejected"], end_token) if end_token else row["rejected"] for row in rows
+    ]
+    identical = sum(_normalise(c) == _normalise(r) for c, r in zip(chosen, rejected))
+    sources = sorted({row.get("source", "?") for row in rows})
+    lines = [
+        f"{path}: {len(rows)} pairs from {len(sources)} source(s): {', '.join(sources)}",
+        f"chosen chars    {_stats([len(text) for text in chosen])}",
+        f"rejected chars  {_stats([len(text) for text in rejected])}",
+        f"identical chosen/rejected: {identical} ({identical / max(len(rows), 1):.1%})",
+    ]
+    cut = sum(row.get("finish_reason") == "length" for row in rows)
+    if any("finish_reason" in row for row in rows):
+        lines.append(f"rejected cut at max_new_tokens: {cut} ({cut / max(len(rows), 1):.1%})")
+    for row, good, bad in list(zip(rows, chosen, rejected))[:examples]:
+        lines += [
+            "",
+            f"--- {row.get('source', '?')} row {row.get('row', '?')}",
+            f"prompt:   {row['prompt'][-300:]!r}",
+            f"chosen:   {good[:300]!r}",
+            f"rejected: {bad[:300]!r}",
+        ]
+    return "\n".join(lines)

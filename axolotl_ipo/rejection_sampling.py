@@ -1,0 +1,134 @@
+"""SFT datasets of an Axolotl config -> IPO pairs: the one path used by `axolotl train`,
+`axolotl preprocess` and `axolotl-ipo sample`.
+
+chosen = the dataset's gold answer, rejected = the generator's completion of the same prompt
+(by default `base_model` before training: self-play), rendered with the training tokenizer's
+chat template so both are scored on identical prompts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from axolotl_ipo import distributed
+from axolotl_ipo.args import RejectionSamplingArgs
+from axolotl_ipo.pairs import PairsResult, build_pairs
+from axolotl_ipo.sampling import SamplingSettings, load_generator, model_fingerprint
+from axolotl_ipo.sft import PromptExample, extract_examples, fingerprint_examples
+from axolotl_ipo.sources import SFTSource, load_rows, split_sources
+from axolotl_ipo.store import PairStore
+
+LOG = logging.getLogger("axolotl_ipo")
+PAIRS_FORMAT_VERSION = 1
+PAIRS_TYPE = "axolotl_ipo.sampled_pairs"  # the dataset `type:` that reads a pairs.jsonl
+
+
+def sampling_args(cfg: Any) -> RejectionSamplingArgs:
+    raw = cfg.get("rejection_sampling") or {}
+    return raw if isinstance(raw, RejectionSamplingArgs) else RejectionSamplingArgs(**raw)
+
+
+def user_datasets(cfg: Any) -> list[dict]:
+    return list(cfg.get("ipo_sft_datasets") or cfg.get("datasets") or [])
+
+
+def sft_sources(cfg: Any) -> tuple[list[SFTSource], list[int]]:
+    return split_sources([dict(entry) for entry in user_datasets(cfg)])
+
+
+def store_root(cfg: Any, args: RejectionSamplingArgs) -> Path:
+    if args.output_dir:
+        return Path(args.output_dir)
+    return Path(cfg.get("dataset_prepared_path") or "last_run_prepared") / "ipo_pairs"
+
+
+def _examples(cfg: Any, sources: list[SFTSource], strict: bool):
+    examples: list[PromptExample] = []
+    invalid = []
+    for source in sources:
+        rows = load_rows(source, bool(cfg.get("hf_use_auth_token")))
+        found, bad = extract_examples(
+            rows, source.fmt, source.name, source.field_map, strict=strict
+        )
+        examples.extend(found)
+        invalid.extend(bad)
+    return examples, invalid
+
+
+def _generator_options(cfg: Any, args: RejectionSamplingArgs) -> dict[str, Any]:
+    if args.backend == "vllm":
+        return {
+            "gpu_memory_utilization": args.gpu_memory_utilization,
+            "tensor_parallel_size": args.tensor_parallel_size,
+            "trust_remote_code": bool(cfg.get("trust_remote_code")),
+        }
+    return {"trust_remote_code": bool(cfg.get("trust_remote_code"))}
+
+
+def build_pairs_for_config(
+    cfg: Any, output_dir: str | Path | None = None, progress: bool = True
+) -> PairsResult | None:
+    """Sample pairs for the config's SFT datasets (None if it has none). Cached and resumable:
+    a second call with the same data, generator, settings and template samples nothing."""
+    from axolotl.loaders import load_tokenizer
+
+    sources, _ = sft_sources(cfg)
+    if not sources:
+        return None
+    args = sampling_args(cfg)
+    tokenizer = load_tokenizer(cfg)  # with Axolotl's chat_template setting: the training one
+    examples, invalid = _examples(cfg, sources, args.strict)
+    generator_path = args.model or cfg.get("base_model")
+    settings = SamplingSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        stop_tokens=(tokenizer.eos_token,),
+    )
+    options = _generator_options(cfg, args)
+    parts = {
+        "format_version": PAIRS_FORMAT_VERSION,
+        "generator": model_fingerprint(generator_path),
+        "backend": args.backend,
+        "backend_options": options,
+        "sampling": settings.to_dict(),
+        "chat_template": tokenizer.chat_template,
+        "eos_token": tokenizer.eos_token,
+        "examples": fingerprint_examples(examples),
+        "sequence_len": cfg.get("sequence_len"),
+    }
+    store = PairStore.open(Path(output_dir) if output_dir else store_root(cfg, args), parts)
+    result = build_pairs(
+        examples,
+        tokenizer,
+        lambda: load_generator(args.backend, generator_path, **options),
+        settings,
+        store,
+        rank=distributed.rank(),
+        world_size=distributed.world_size(),
+        sequence_len=cfg.get("sequence_len"),
+        barrier=distributed.barrier,
+        progress=progress and distributed.rank() == 0,
+        invalid_rows=invalid,
+    )
+    if distributed.rank() == 0:
+        print(f"{result.summary.format()}\npairs: {result.path}", flush=True)
+    return result
+
+
+def pairs_dataset_entry(path: Path) -> dict[str, Any]:
+    return {"path": str(path), "split": "train", "type": PAIRS_TYPE}
+
+
+def sampled_pairs(cfg: Any = None, **kwargs: Any):
+    """Axolotl preference `type:` for a pairs.jsonl: keeps prompt/chosen/rejected and drops
+    the provenance columns (source, row, generator, ...) before TRL sees the rows."""
+
+    def transform(sample: dict[str, Any]) -> dict[str, Any]:
+        return {key: sample[key] for key in ("prompt", "chosen", "rejected")}
+
+    return transform, {"remove_columns": "__all__"}
