@@ -6,7 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-from axolotl_ipo.pairs import _normalise, _strip_end
+from axolotl_ipo.pairs import normalise_answer, strip_end
 
 
 def read_pairs(path: Path) -> list[dict]:
@@ -36,11 +36,12 @@ def _stats(lengths: list[int]) -> str:
 
 def report(path: Path, examples: int = 3, end_token: str = "") -> str:
     rows = read_pairs(path)
-    chosen = [_strip_end(row["chosen"], end_token) if end_token else row["chosen"] for row in rows]
+    chosen = [strip_end(row["chosen"], end_token) if end_token else row["chosen"] for row in rows]
     rejected = [
-        _strip_end(row["rejected"], end_token) if end_token else row["rejected"] for row in rows
+        strip_end(row["rejected"], end_token) if end_token else row["rejected"] for row in rows
     ]
-    identical = sum(_normalise(c) == _normalise(r) for c, r in zip(chosen, rejected))
+    pairs = zip(chosen, rejected, strict=True)
+    identical = sum(normalise_answer(good) == normalise_answer(bad) for good, bad in pairs)
     sources = sorted({row.get("source", "?") for row in rows})
     lines = [
         f"{path}: {len(rows)} pairs from {len(sources)} source(s): {', '.join(sources)}",
@@ -51,7 +52,7 @@ def report(path: Path, examples: int = 3, end_token: str = "") -> str:
     cut = sum(row.get("finish_reason") == "length" for row in rows)
     if any("finish_reason" in row for row in rows):
         lines.append(f"rejected cut at max_new_tokens: {cut} ({cut / max(len(rows), 1):.1%})")
-    for row, good, bad in list(zip(rows, chosen, rejected))[:examples]:
+    for row, good, bad in list(zip(rows, chosen, rejected, strict=True))[:examples]:
         lines += [
             "",
             f"--- {row.get('source', '?')} row {row.get('row', '?')}",

@@ -142,14 +142,14 @@ def _plan_record(
     }
 
 
-def _strip_end(text: str, end: str) -> str:
+def strip_end(text: str, end: str) -> str:
     text = text.strip()
     while end and text.endswith(end):
         text = text[: -len(end)].rstrip()
     return text
 
 
-def _normalise(text: str) -> str:
+def normalise_answer(text: str) -> str:
     return " ".join(text.split())
 
 
@@ -165,12 +165,12 @@ def make_pair_row(
     """One pair row. Both answers are stripped of surrounding whitespace and a trailing
     ``end_token`` and end with exactly one ``end_token``. A row that must not be used
     gets a ``drop_reason`` (``empty_rejected`` or ``rejected_equals_chosen``)."""
-    chosen = _strip_end(prompt.example.gold, end_token)
-    rejected = _strip_end(completion.text, end_token)
+    chosen = strip_end(prompt.example.gold, end_token)
+    rejected = strip_end(completion.text, end_token)
     drop = None
     if not rejected:
         drop = "empty_rejected"
-    elif _normalise(rejected) == _normalise(chosen):
+    elif normalise_answer(rejected) == normalise_answer(chosen):
         drop = "rejected_equals_chosen"
     row: dict[str, Any] = {
         "prompt": prompt.text,
