@@ -97,3 +97,29 @@ def read_metrics(output_dir: Path) -> tuple[dict, list[dict]]:
     begin = next(r for r in records if r.get("event") == "train_begin")
     steps = [r for r in records if "loss" in r]
     return begin, steps
+
+
+SFT_ROWS = [
+    {"instruction": "What is the capital of France?", "input": "", "output": "Paris."},
+    {"instruction": "Add 2 and 3.", "input": "", "output": "5"},
+    {"instruction": "Who wrote Hamlet?", "input": "", "output": "Shakespeare."},
+    {"instruction": "Write a poem about the sea.", "input": "", "output": "Waves roll in."},
+    {"instruction": "Summarise:", "input": "The fox jumps over the dog.", "output": "A fox jumps."},
+    {"instruction": "What is two plus two?", "input": "", "output": "Four."},
+    {"instruction": "A row without its gold answer", "input": ""},
+    {"instruction": "Name a colour.", "input": "", "output": "Blue."},
+    {"instruction": "Say hello.", "input": "", "output": "Hello!"},
+]
+
+
+def sft_config(model_dir: Path, work: Path, **overrides) -> dict:
+    """`rl: ipo` on alpaca SFT rows (one invalid): the plugin samples the rejected answers."""
+    path = work / "sft.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in SFT_ROWS), encoding="utf-8")
+    cfg = base_config(
+        model_dir, work, rl="ipo", ipo_tau=0.1,
+        datasets=[{"path": str(path), "type": "alpaca"}],
+        rejection_sampling={"max_new_tokens": 12, "batch_size": 3},
+    )
+    cfg.update(overrides)
+    return cfg
