@@ -1,0 +1,33 @@
+"""Which `datasets` entries are sampled from, and with which field mapping."""
+
+from axolotl_ipo.sources import split_sources
+
+
+def test_sft_entries_are_sampled_and_preference_entries_pass_through():
+    entries = [
+        {"path": "a.jsonl", "type": "alpaca"},
+        {"path": "p.jsonl", "type": "chatml.intel"},
+        {"path": "c.jsonl", "type": "chat_template", "field_messages": "conversations",
+         "message_property_mappings": {"role": "from", "content": "value"}},
+        {"path": "d.jsonl", "type": "chat_template", "field_messages": "conversation",
+         "field_chosen": "chosen", "field_rejected": "rejected"},
+        {"path": "s.jsonl", "type": "sharegpt"},
+        {"path": "q.jsonl", "type": "prompt_completion", "field_prompt": "question",
+         "field_completion": "answer"},
+        {"path": "u.jsonl", "type": {"field_instruction": "q", "field_output": "a",
+                                     "format": "{instruction}"}},
+        {"path": "x.jsonl", "type": "passthrough"},
+        {"path": "y.jsonl"},
+    ]
+    sft, preference = split_sources(entries)
+    assert preference == [1, 3, 7, 8]
+    found = {source.index: (source.fmt, source.field_map) for source in sft}
+    assert found == {
+        0: ("alpaca", {}),
+        2: ("messages", {"field_messages": "conversations",
+                         "message_property_mappings": {"role": "from", "content": "value"}}),
+        4: ("sharegpt", {}),
+        5: ("prompt_completion", {"field_prompt": "question", "field_completion": "answer"}),
+        6: ("alpaca", {"field_instruction": "q", "field_output": "a"}),
+    }
+    assert sft[0].name == "datasets[0] a.jsonl"
