@@ -51,6 +51,23 @@ class SamplingSettings:
         return derive_seed(self.seed, batch_index)
 
 
+def stop_token_ids(
+    tokenizer: Any, eos_ids: list[int], stop_tokens: tuple[str, ...], model_path: Any
+) -> list[int]:
+    """The generator's EOS ids plus each extra stop token (which must be a single token)."""
+    ids = list(eos_ids)
+    for token in stop_tokens:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise ValueError(
+                f"stop token {token!r} is not a single token of the generator's tokenizer "
+                f"({model_path}); use a token from its vocabulary"
+            )
+        if token_id not in ids:
+            ids.append(int(token_id))
+    return ids
+
+
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers (sha256; stable across processes and platforms)."""
     digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()

@@ -6,7 +6,7 @@ import gc
 import os
 from typing import Any
 
-from .base import Completion, SamplingSettings
+from .base import Completion, SamplingSettings, stop_token_ids
 
 __all__ = ["TransformersGenerator"]
 
@@ -87,16 +87,7 @@ class TransformersGenerator:
         self._torch = torch
 
     def stop_ids(self, settings: SamplingSettings) -> list[int]:
-        ids = list(self._eos_ids)
-        for token in settings.stop_tokens:
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if token_id is None or token_id == self.tokenizer.unk_token_id:
-                raise ValueError(
-                    f"stop token {token!r} is not a single token of the generator's tokenizer "
-                    f"({self.model_path}); use a token from its vocabulary"
-                )
-            if token_id not in ids:
-                ids.append(int(token_id))
+        ids = stop_token_ids(self.tokenizer, self._eos_ids, settings.stop_tokens, self.model_path)
         if not ids:
             raise ValueError(
                 f"the generator's tokenizer ({self.model_path}) has no EOS token; "

@@ -12,7 +12,7 @@ import importlib.util
 import os
 from typing import Any
 
-from .base import Completion, SamplingSettings, derive_seed
+from .base import Completion, SamplingSettings, derive_seed, stop_token_ids
 
 __all__ = ["VLLMGenerator", "vllm_available"]
 
@@ -73,17 +73,9 @@ class VLLMGenerator:
         self.tokenizer = self.llm.get_tokenizer()
 
     def stop_ids(self, settings: SamplingSettings) -> list[int]:
-        ids = [] if self.tokenizer.eos_token_id is None else [int(self.tokenizer.eos_token_id)]
-        for token in settings.stop_tokens:
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if token_id is None or token_id == self.tokenizer.unk_token_id:
-                raise ValueError(
-                    f"stop token {token!r} is not a single token of the generator's tokenizer "
-                    f"({self.model_path}); use a token from its vocabulary"
-                )
-            if token_id not in ids:
-                ids.append(int(token_id))
-        return ids
+        eos = self.tokenizer.eos_token_id
+        eos_ids = [] if eos is None else [int(eos)]
+        return stop_token_ids(self.tokenizer, eos_ids, settings.stop_tokens, self.model_path)
 
     def generate(
         self, prompts: list[str], settings: SamplingSettings, seed: int
