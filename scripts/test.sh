@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Run the test suite against every supported Axolotl release (oldest and newest).
-# Environments come from scripts/setup_env.sh; extra arguments go to pytest.
+# Builds the two environments first if they are missing (scripts/setup_env.sh, ~3 min once);
+# extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh 0.19.0 .venv
+bash scripts/setup_env.sh 0.21.0 .venv-ax021
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1
 .venv/bin/ruff check .
 status=0
