@@ -1,4 +1,4 @@
-"""`axolotl-ipo`: check a config, sample its pairs, inspect a pairs file."""
+"""`axolotl-ipo`: check a config, sample its pairs, inspect a pairs file, evaluate a run."""
 
 from __future__ import annotations
 
@@ -80,6 +80,70 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _heldout_entry(cfg, args: argparse.Namespace) -> dict:
+    """The held-out dataset entry: --data with --type, else the training SFT entry's keys."""
+    from axolotl_ipo.rejection_sampling import sft_sources
+
+    if args.type:
+        return {"path": args.data, "type": args.type}
+    sources, _ = sft_sources(cfg)
+    if not sources:
+        raise SystemExit(
+            "axolotl-ipo eval: the config has no SFT dataset to take the held-out format from; "
+            "pass --type (alpaca, chat_template, sharegpt, prompt_completion)"
+        )
+    location = ("path", "split", "data_files", "name", "ds_type", "revision")
+    entry = {k: v for k, v in sources[0].entry.items() if k not in location}
+    return {**entry, "path": args.data}
+
+
+def _trained_path(cfg, adapter: str | None) -> Path | None:
+    from axolotl_ipo.evaluation.models import trained_kind
+
+    if adapter == "none":
+        return None
+    path = Path(adapter or cfg.get("output_dir") or "")
+    try:
+        trained_kind(path)
+    except FileNotFoundError as err:
+        if adapter:
+            raise SystemExit(f"axolotl-ipo eval: --adapter: {err}") from None
+        print(f"no trained model in output_dir {path}: evaluating the base model only")
+        return None
+    return path
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from axolotl_ipo.evaluation import EvalSettings, evaluate_config
+    from axolotl_ipo.evaluation.report import format_table, plot
+    from axolotl_ipo.rejection_sampling import sampling_args
+
+    cfg = load_config(args.config)
+    if not Path(args.data).exists():
+        raise SystemExit(f"axolotl-ipo eval: --data {args.data}: no such file")
+    sampling = sampling_args(cfg)
+    settings = EvalSettings(
+        max_new_tokens=args.max_new_tokens or sampling.max_new_tokens,
+        batch_size=args.batch_size or sampling.batch_size,
+        limit=args.limit,
+        generate=not args.no_generate,
+    )
+    out_dir = Path(args.output or Path(cfg.get("output_dir") or ".") / "ipo_eval")
+    try:
+        report = evaluate_config(
+            cfg, _heldout_entry(cfg, args), _trained_path(cfg, args.adapter), out_dir, settings
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"axolotl-ipo eval: {err}", file=sys.stderr)
+        return 1
+    print(format_table(report))
+    print(f"metrics: {out_dir / 'metrics.json'}")
+    image = plot(report, out_dir / "eval.png")
+    if image:
+        print(f"plot: {image}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="axolotl-ipo", description="IPO for Axolotl, with pairs sampled from SFT data."
@@ -102,6 +166,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--end-token", default="<|im_end|>", help="end token to ignore when comparing answers"
     )
     inspect.set_defaults(func=cmd_inspect)
+    evaluate = sub.add_parser(
+        "eval",
+        help="held-out preference accuracy, gold NLL and task score: base vs trained model",
+    )
+    evaluate.add_argument("config", help="the Axolotl YAML config that was trained")
+    evaluate.add_argument(
+        "--data", required=True, help="held-out SFT file (never trained on), e.g. a .jsonl"
+    )
+    evaluate.add_argument(
+        "--type", help="its dataset type (default: that of the config's SFT dataset)"
+    )
+    evaluate.add_argument(
+        "--adapter",
+        help="trained adapter or model folder (default: the config's output_dir; 'none' "
+        "evaluates the base model only)",
+    )
+    evaluate.add_argument("--output", help="folder for metrics.json, eval.png, predictions")
+    evaluate.add_argument("--limit", type=int, help="evaluate the first N held-out examples")
+    evaluate.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="greedy answer length (default: rejection_sampling.max_new_tokens)",
+    )
+    evaluate.add_argument(
+        "--batch-size", type=int, help="default: rejection_sampling.batch_size"
+    )
+    evaluate.add_argument(
+        "--no-generate", action="store_true", help="skip greedy answers (no task score)"
+    )
+    evaluate.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -44,7 +44,8 @@ def store_root(cfg: Any, args: RejectionSamplingArgs) -> Path:
     return Path(cfg.get("dataset_prepared_path") or "last_run_prepared") / "ipo_pairs"
 
 
-def _examples(cfg: Any, sources: list[SFTSource], strict: bool):
+def config_examples(cfg: Any, sources: list[SFTSource], strict: bool):
+    """The (examples, invalid rows) of the given SFT sources, in dataset order."""
     examples: list[PromptExample] = []
     invalid = []
     for source in sources:
@@ -68,10 +69,14 @@ def _generator_options(cfg: Any, args: RejectionSamplingArgs) -> dict[str, Any]:
 
 
 def build_pairs_for_config(
-    cfg: Any, output_dir: str | Path | None = None, progress: bool = True
+    cfg: Any,
+    output_dir: str | Path | None = None,
+    progress: bool = True,
+    limit: int | None = None,
 ) -> PairsResult | None:
     """Sample pairs for the config's SFT datasets (None if it has none). Cached and resumable:
-    a second call with the same data, generator, settings and template samples nothing."""
+    a second call with the same data, generator, settings and template samples nothing.
+    ``limit`` keeps only the first N valid examples (evaluation on a subset)."""
     from axolotl.loaders import load_tokenizer
 
     sources, _ = sft_sources(cfg)
@@ -79,7 +84,9 @@ def build_pairs_for_config(
         return None
     args = sampling_args(cfg)
     tokenizer = load_tokenizer(cfg)  # with Axolotl's chat_template setting: the training one
-    examples, invalid = _examples(cfg, sources, args.strict)
+    examples, invalid = config_examples(cfg, sources, args.strict)
+    if limit is not None:
+        examples = examples[:limit]
     generator_path = args.model or cfg.get("base_model")
     settings = SamplingSettings(
         max_new_tokens=args.max_new_tokens,

@@ -56,25 +56,41 @@ class TransformersGenerator:
         trust_remote_code: bool = False,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_path = os.fspath(model_path)
         self.name = f"transformers:{self.model_path}"
         self.device = device or _default_device()
-        self.tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer = AutoTokenizer.from_pretrained(
             os.fspath(tokenizer_path or model_path),
             padding_side="left",
             trust_remote_code=trust_remote_code,
         )
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         kwargs = {"dtype": _resolve_dtype(dtype, self.device), **(model_kwargs or {})}
         model = AutoModelForCausalLM.from_pretrained(
             self.model_path, trust_remote_code=trust_remote_code, **kwargs
         )
-        self.model = model.to(self.device).eval()
+        self._attach(model.to(self.device), tokenizer)
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, name: str) -> TransformersGenerator:
+        """Wrap a model that is already loaded (e.g. a PEFT model under evaluation)."""
+        self = cls.__new__(cls)
+        self.model_path = name
+        self.name = f"transformers:{name}"
+        self.device = str(next(model.parameters()).device)
+        self._attach(model, tokenizer)
+        return self
+
+    def _attach(self, model: Any, tokenizer: Any) -> None:
+        import torch
+        from transformers import GenerationConfig
+
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = model.eval()
         self._eos_ids = _as_list(self.tokenizer.eos_token_id) + [
             i
             for i in _as_list(getattr(self.model.generation_config, "eos_token_id", None))

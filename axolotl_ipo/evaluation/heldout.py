@@ -1,0 +1,91 @@
+"""The held-out split: its prompts rendered as in training, its gold answers, and pairs of
+gold vs. the *base* model's own sampled answer (sampled once with the config's
+`rejection_sampling` settings, cached like training pairs), so every model evaluated on it
+is judged on the same pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from axolotl_ipo.pairs import RenderedPrompt, render_prompts, strip_end
+from axolotl_ipo.rejection_sampling import (
+    build_pairs_for_config,
+    config_examples,
+    sft_sources,
+)
+
+__all__ = ["HeldOut", "heldout_config", "load_heldout"]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    prompts: list[RenderedPrompt]  # every usable held-out example, rendered for generation
+    golds: list[str]  # the chosen text per prompt (gold answer + end token)
+    answers: list[list[str]]  # acceptable answers per prompt, for the task score
+    pairs: list[tuple[int, str]]  # (position in prompts, base model's sampled answer)
+    pairs_path: Path
+    invalid_rows: int
+
+
+def heldout_config(cfg: Any, entry: dict[str, Any]) -> Any:
+    """A shallow copy of the training config whose only dataset is the held-out entry."""
+    from axolotl.utils.dict import DictDefault
+
+    copy = DictDefault(dict(cfg))
+    copy["datasets"] = [DictDefault(entry)]
+    copy["ipo_sft_datasets"] = [dict(entry)]
+    return copy
+
+
+def _answers(row: Any, field: str, gold: str) -> list[str]:
+    value = row.get(field) if hasattr(row, "get") else None
+    if isinstance(value, str) and value.strip():
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    return [gold]
+
+
+def load_heldout(
+    cfg: Any,
+    entry: dict[str, Any],
+    tokenizer: Any,
+    store_dir: Path,
+    *,
+    limit: int | None = None,
+    answers_field: str = "answers",
+) -> HeldOut:
+    """Read the held-out entry (any SFT format the plugin samples from) and build its pairs."""
+    from axolotl_ipo.sources import load_rows
+
+    held = heldout_config(cfg, entry)
+    sources, _ = sft_sources(held)
+    if not sources:
+        raise ValueError(
+            f"held-out data {entry.get('path')!r} with type {entry.get('type')!r} is not an SFT "
+            "dataset the plugin can read; use alpaca, chat_template, sharegpt or "
+            "prompt_completion rows with a gold answer"
+        )
+    examples, invalid = config_examples(held, sources, strict=False)
+    if limit is not None:
+        examples = examples[:limit]
+    rendered, too_long = render_prompts(examples, tokenizer, held.get("sequence_len"))
+    rows = {source.name: load_rows(source) for source in sources}
+    end = tokenizer.eos_token
+    golds = [strip_end(p.example.gold, end) + end for p in rendered]
+    answers = [
+        _answers(rows[ex.source][ex.row], answers_field, strip_end(ex.gold, end))
+        for ex in (p.example for p in rendered)
+    ]
+    result = build_pairs_for_config(held, output_dir=store_dir, limit=limit)
+    if result is None:  # unreachable: sources is not empty
+        raise ValueError("no held-out pairs were built")
+    position = {(p.example.source, p.example.row): i for i, p in enumerate(rendered)}
+    pairs = [
+        (position[(row["source"], row["row"])], row["rejected"])
+        for row in result.store.read_pairs()
+        if (row["source"], row["row"]) in position
+    ]
+    return HeldOut(rendered, golds, answers, pairs, result.path, len(invalid) + len(too_long))

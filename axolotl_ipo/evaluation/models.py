@@ -1,0 +1,57 @@
+"""Load the models an evaluation compares: the base (= IPO's reference) and a trained one
+(a LoRA/QLoRA adapter on the base, or a fully fine-tuned checkpoint)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_base", "load_trained", "trained_kind"]
+
+
+def _dtype(device: str) -> Any:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _device() -> str:
+    import torch
+
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+
+
+def load_base(path: str, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    device = _device()
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=_dtype(device), trust_remote_code=trust_remote_code
+    )
+    return model.to(device).eval()
+
+
+def trained_kind(path: str | Path) -> str:
+    """``adapter`` (PEFT folder), ``full`` (a model checkpoint) or an error naming the path."""
+    folder = Path(path)
+    if (folder / "adapter_config.json").is_file():
+        return "adapter"
+    if (folder / "config.json").is_file():
+        return "full"
+    raise FileNotFoundError(
+        f"{folder} holds neither a PEFT adapter (adapter_config.json) nor a model "
+        "(config.json); pass the output_dir of a finished training run with --adapter"
+    )
+
+
+def load_trained(base: Any, path: str | Path, trust_remote_code: bool = False) -> Any:
+    """The trained policy. An adapter is applied to ``base`` in place (scores of ``base``
+    must be taken before this call); a full checkpoint is loaded as its own model."""
+    if trained_kind(path) == "adapter":
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, os.fspath(path)).eval()
+    return load_base(os.fspath(path), trust_remote_code)

@@ -1,0 +1,94 @@
+"""The evaluation's table (text) and plot (PNG) from its metrics.json report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ROWS", "format_table", "plot"]
+
+# (key in ModelMetrics, label, better when)
+ROWS = [
+    ("preference_accuracy", "preference accuracy (IPO implicit reward)", "higher"),
+    ("logprob_preference_accuracy", "preference accuracy (policy log-prob)", "higher"),
+    ("implicit_margin", "mean implicit-reward margin", "higher"),
+    ("gold_nll", "gold-answer NLL per token", "lower"),
+    ("task_contains", "task: greedy answer contains gold", "higher"),
+    ("task_exact", "task: greedy answer equals gold", "higher"),
+    ("task_f1", "task: greedy answer token F1", "higher"),
+]
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    models = report["models"]
+    names = list(models)
+    held = report["heldout"]
+    lines = [
+        f"held-out evaluation: {held['prompts']} prompts, {held['pairs']} gold-vs-sampled pairs",
+        f"{'metric':<44}" + "".join(f"{n:>10}" for n in names)
+        + ("    change" if len(names) == 2 else ""),
+    ]
+    for key, label, _ in ROWS:
+        values = [models[n].get(key) for n in names]
+        line = f"{label:<44}" + "".join(f"{_fmt(v):>10}" for v in values)
+        if len(values) == 2 and None not in values:
+            line += f"{values[1] - values[0]:>+10.3f}"
+        lines.append(line)
+    curves = report.get("curves")
+    if curves and curves["steps"]:
+        lines.append(
+            f"training: {len(curves['steps'])} logged steps, loss {curves['loss'][0]:.3f} -> "
+            f"{curves['loss'][-1]:.3f}, log-ratio margin {curves['logratio_margin'][0]:.3f} -> "
+            f"{curves['logratio_margin'][-1]:.3f} (IPO target 1/(2*tau) = "
+            f"{curves['target_margin']:.3f})"
+        )
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> Path | None:
+    """Bars per metric (base vs trained) and, when present, the training curves."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("axolotl-ipo eval: matplotlib is not installed, no plot (pip install matplotlib)")
+        return None
+    models = report["models"]
+    curves = report.get("curves")
+    columns = 3 if curves else 1
+    fig, axes = plt.subplots(1, columns, figsize=(5.2 * columns, 4.2), squeeze=False)
+    ax = axes[0][0]
+    keys = [(k, label) for k, label, _ in ROWS if k != "implicit_margin"]
+    width = 0.8 / len(models)
+    for offset, (name, metrics) in enumerate(models.items()):
+        values = [metrics.get(k) or 0.0 for k, _ in keys]
+        xs = [i + offset * width for i in range(len(keys))]
+        ax.bar(xs, values, width, label=name)
+    ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(keys))])
+    ax.set_xticklabels([label.replace(" (", "\n(") for _, label in keys], fontsize=7, rotation=20)
+    ax.set_title(f"held-out ({report['heldout']['prompts']} prompts)")
+    ax.legend()
+    if curves:
+        steps = curves["steps"]
+        axes[0][1].plot(steps, curves["loss"], marker=".")
+        axes[0][1].set_title("IPO training loss")
+        axes[0][1].set_xlabel("step")
+        axes[0][2].plot(steps, curves["logratio_margin"], marker=".", label="log-ratio margin")
+        axes[0][2].axhline(curves["target_margin"], color="gray", ls="--", label="1/(2 tau)")
+        axes[0][2].set_title("token-averaged log-ratio margin")
+        axes[0][2].set_xlabel("step")
+        axes[0][2].legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

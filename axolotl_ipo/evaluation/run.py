@@ -1,0 +1,252 @@
+"""Evaluate the base model and a trained one on a held-out split, for an Axolotl config.
+
+The base model is IPO's reference, so its implicit-reward margins are 0 by definition and its
+implicit-reward preference accuracy is 0.5 (ties count half). Its scores and greedy answers are
+cached under `dataset_prepared_path`, so comparing several training runs evaluates it once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from axolotl_ipo.pairs import plan_batches
+from axolotl_ipo.sampling import SamplingSettings, model_fingerprint
+from axolotl_ipo.store import atomic_write, cache_key
+
+from .heldout import HeldOut, load_heldout
+from .metrics import (
+    contains_answer,
+    gold_nll,
+    implicit_margins,
+    logprob_preference_accuracy,
+    preference_accuracy,
+    task_scores,
+)
+from .scoring import AnswerScore, score_answers
+
+__all__ = ["EvalSettings", "ModelMetrics", "evaluate_config", "evaluate_model"]
+
+LOG = logging.getLogger("axolotl_ipo.evaluation")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    max_new_tokens: int = 32  # greedy answers for the task score
+    batch_size: int = 16
+    limit: int | None = None  # evaluate the first N held-out examples
+    generate: bool = True  # False: skip the task score (scores only, much faster)
+    answers_field: str = "answers"
+
+
+@dataclass
+class ModelMetrics:
+    name: str
+    preference_accuracy: float  # IPO implicit reward (token-averaged log-ratio to reference)
+    logprob_preference_accuracy: float  # the model's own token-averaged log-probs
+    implicit_margin: float  # mean implicit-reward margin, chosen - rejected
+    gold_nll: float  # per gold-answer token
+    task_contains: float | None  # greedy answer contains a gold answer (whole words)
+    task_exact: float | None  # greedy answer equals a gold answer
+    task_f1: float | None  # SQuAD token F1 of the greedy answer
+    n_prompts: int
+    n_pairs: int
+    seconds: float
+
+
+@dataclass
+class _Scores:
+    gold: list[AnswerScore]
+    rejected: list[AnswerScore]
+    predictions: list[str] | None
+
+    def to_json(self) -> dict:
+        return {
+            "gold": [[s.logp_sum, s.n_tokens] for s in self.gold],
+            "rejected": [[s.logp_sum, s.n_tokens] for s in self.rejected],
+            "predictions": self.predictions,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> _Scores:
+        return cls(
+            [AnswerScore(*s) for s in data["gold"]],
+            [AnswerScore(*s) for s in data["rejected"]],
+            data["predictions"],
+        )
+
+
+def _greedy(model: Any, tokenizer: Any, held: HeldOut, settings: EvalSettings) -> list[str]:
+    from tqdm.auto import tqdm
+
+    from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
+
+    generator = TransformersGenerator.from_model(model, tokenizer, "eval")
+    sampling = SamplingSettings(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=0.0,
+        batch_size=settings.batch_size,
+        stop_tokens=(tokenizer.eos_token,),
+    )
+    predictions = [""] * len(held.prompts)
+    batches = plan_batches([p.n_tokens for p in held.prompts], settings.batch_size)
+    with tqdm(total=len(held.prompts), desc="greedy answers", unit="prompt") as bar:
+        for batch in batches:
+            texts = [held.prompts[i].text for i in batch]
+            for i, completion in zip(batch, generator.generate(texts, sampling, 0), strict=True):
+                predictions[i] = completion.text
+            bar.update(len(batch))
+    generator.close()
+    return predictions
+
+
+def _score(model: Any, tokenizer: Any, held: HeldOut, settings: EvalSettings, max_length):
+    prompts = [p.text for p in held.prompts]
+    gold = score_answers(
+        model, tokenizer, prompts, held.golds, batch_size=settings.batch_size, max_length=max_length
+    )
+    rejected = score_answers(
+        model,
+        tokenizer,
+        [prompts[i] for i, _ in held.pairs],
+        [text for _, text in held.pairs],
+        batch_size=settings.batch_size,
+        max_length=max_length,
+    )
+    predictions = _greedy(model, tokenizer, held, settings) if settings.generate else None
+    return _Scores(gold, rejected, predictions)
+
+
+def _metrics(name: str, policy: _Scores, ref: _Scores, held: HeldOut, seconds: float):
+    chosen_p = [policy.gold[i] for i, _ in held.pairs]
+    chosen_r = [ref.gold[i] for i, _ in held.pairs]
+    margins = implicit_margins(chosen_p, policy.rejected, chosen_r, ref.rejected)
+    task = dict.fromkeys(("task_contains", "task_exact", "task_f1"))
+    if policy.predictions is not None:
+        task = task_scores(policy.predictions, held.answers)
+    return ModelMetrics(
+        name=name,
+        preference_accuracy=preference_accuracy(margins),
+        logprob_preference_accuracy=logprob_preference_accuracy(chosen_p, policy.rejected),
+        implicit_margin=sum(margins) / len(margins) if margins else float("nan"),
+        gold_nll=gold_nll(policy.gold),
+        **task,
+        n_prompts=len(held.prompts),
+        n_pairs=len(held.pairs),
+        seconds=round(seconds, 1),
+    )
+
+
+def _write_predictions(path: Path, held: HeldOut, scores: _Scores) -> None:
+    if scores.predictions is None:
+        return
+    rows = [
+        {"prompt": p.text, "answers": a, "prediction": pred, "contains": contains_answer(pred, a)}
+        for p, a, pred in zip(held.prompts, held.answers, scores.predictions, strict=True)
+    ]
+    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def evaluate_model(
+    cfg: Any,
+    held: HeldOut,
+    tokenizer: Any,
+    trained: str | Path | None,
+    settings: EvalSettings,
+    cache_dir: Path,
+    out_dir: Path,
+) -> list[ModelMetrics]:
+    """Metrics of the base model and (if given) the trained one, base scores cached."""
+    from .models import load_base, load_trained
+
+    trust = bool(cfg.get("trust_remote_code"))
+    max_length = cfg.get("sequence_len")
+    key = cache_key(
+        {
+            "base": model_fingerprint(cfg.get("base_model")),
+            "pairs": held.pairs_path.read_text(encoding="utf-8"),
+            "golds": held.golds,
+            "prompts": [p.text for p in held.prompts],
+            "settings": asdict(settings),
+            "max_length": max_length,
+        }
+    )
+    cache = cache_dir / f"base-{key[:20]}.json"
+    base_model = None
+    started = time.perf_counter()
+    if cache.is_file():
+        base = _Scores.from_json(json.loads(cache.read_text(encoding="utf-8")))
+        print(f"base model scores: cached ({cache})", flush=True)
+    else:
+        base_model = load_base(cfg.get("base_model"), trust)
+        base = _score(base_model, tokenizer, held, settings, max_length)
+        atomic_write(cache, json.dumps(base.to_json()))
+    results = [_metrics("base", base, base, held, time.perf_counter() - started)]
+    _write_predictions(out_dir / "predictions_base.jsonl", held, base)
+    if trained is not None:
+        started = time.perf_counter()
+        if base_model is None:
+            base_model = load_base(cfg.get("base_model"), trust)
+        policy_model = load_trained(base_model, trained, trust)
+        policy = _score(policy_model, tokenizer, held, settings, max_length)
+        results.append(_metrics("trained", policy, base, held, time.perf_counter() - started))
+        _write_predictions(out_dir / "predictions_trained.jsonl", held, policy)
+    return results
+
+
+def evaluate_config(
+    cfg: Any,
+    heldout_entry: dict[str, Any],
+    trained: str | Path | None,
+    out_dir: Path,
+    settings: EvalSettings,
+) -> dict[str, Any]:
+    """The whole evaluation of a config: held-out pairs, both models, curves, JSON."""
+    from axolotl.loaders import load_tokenizer
+
+    from .curves import read_curves
+
+    prepared = Path(cfg.get("dataset_prepared_path") or "last_run_prepared")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(cfg)
+    held = load_heldout(
+        cfg,
+        heldout_entry,
+        tokenizer,
+        prepared / "ipo_heldout_pairs",
+        limit=settings.limit,
+        answers_field=settings.answers_field,
+    )
+    if not held.pairs:
+        raise ValueError(
+            f"no held-out pairs: every sampled answer equalled its gold answer or was empty "
+            f"({held.pairs_path})"
+        )
+    results = evaluate_model(
+        cfg, held, tokenizer, trained, settings, prepared / "ipo_eval_base", out_dir
+    )
+    curves = read_curves(cfg.get("output_dir")) if trained is not None else None
+    report = {
+        "config": {
+            "base_model": cfg.get("base_model"),
+            "output_dir": cfg.get("output_dir"),
+            "ipo_tau": cfg.get("ipo_tau"),
+            "trained": str(trained) if trained is not None else None,
+        },
+        "heldout": {
+            "data": heldout_entry,
+            "prompts": len(held.prompts),
+            "pairs": len(held.pairs),
+            "invalid_rows": held.invalid_rows,
+            "pairs_path": str(held.pairs_path),
+        },
+        "settings": asdict(settings),
+        "models": {m.name: asdict(m) for m in results},
+        "curves": curves.to_dict() if curves else None,
+    }
+    atomic_write(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    return report

@@ -1,0 +1,184 @@
+"""The held-out evaluation: metrics, answer scoring, curves, and `axolotl-ipo eval` end to end."""
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from axolotl_ipo.evaluation.curves import read_curves
+from axolotl_ipo.evaluation.metrics import (
+    contains_answer,
+    exact_match,
+    gold_nll,
+    implicit_margins,
+    logprob_preference_accuracy,
+    normalise_text,
+    preference_accuracy,
+    task_scores,
+    token_f1,
+)
+from axolotl_ipo.evaluation.scoring import AnswerScore, score_answers, tokenize_pair
+
+from axolotl_run import run, sft_config, write_config
+
+
+def S(mean: float, n: int = 2) -> AnswerScore:
+    return AnswerScore(mean * n, n)
+
+
+def test_preference_accuracy_counts_ties_as_half():
+    assert preference_accuracy([1.0, -1.0, 0.0, 2.0]) == pytest.approx(2.5 / 4)
+    assert preference_accuracy([0.0] * 5) == 0.5
+    assert math.isnan(preference_accuracy([]))
+
+
+def test_implicit_margins_are_token_averaged_log_ratios():
+    # chosen: policy -1.0 vs ref -2.0 (+1); rejected: policy -3.0 vs ref -2.5 (-0.5)
+    margins = implicit_margins([S(-1.0)], [S(-3.0, 4)], [S(-2.0)], [S(-2.5, 4)])
+    assert margins == [pytest.approx(1.5)]
+    # the reference against itself: every margin is exactly 0 -> accuracy 0.5
+    ref_c, ref_r = [S(-1.0), S(-4.0)], [S(-2.0), S(-1.0)]
+    assert implicit_margins(ref_c, ref_r, ref_c, ref_r) == [0.0, 0.0]
+    assert logprob_preference_accuracy(ref_c, ref_r) == 0.5  # one right, one wrong
+
+
+def test_gold_nll_pools_tokens():
+    assert gold_nll([AnswerScore(-2.0, 1), AnswerScore(-4.0, 3)]) == pytest.approx(1.5)
+
+
+def test_answer_matching_is_normalised_and_word_bounded():
+    assert normalise_text("The  Eiffel Tower!") == "eiffel tower"
+    assert contains_answer("It is the Eiffel tower, in Paris.", ["Eiffel Tower"])
+    assert not contains_answer("Parisian", ["Paris"])  # whole words only
+    assert contains_answer("1,600", ["1600"])
+    assert exact_match("the Beatles.", ["Beatles", "x"])
+    assert not exact_match("The Beatles were a band", ["Beatles"])
+    assert not contains_answer("anything", [""])
+
+
+def test_token_f1_penalises_extra_words():
+    assert token_f1("Paris", ["Paris"]) == 1.0
+    assert token_f1("The capital is Paris", ["Paris", "x"]) == pytest.approx(2 * (1 / 3) / (4 / 3))
+    assert token_f1("London", ["Paris"]) == 0.0
+    scores = task_scores(["Paris", "It is Paris, France"], [["Paris"], ["Paris"]])
+    assert scores["task_contains"] == 1.0 and scores["task_exact"] == 0.5
+    assert scores["task_f1"] == pytest.approx((1.0 + 0.4) / 2)  # 1 of 4 words: F1 0.4
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_batched_scores_equal_one_sequence_at_a_time(tiny):
+    import torch
+
+    model, tokenizer = tiny
+    prompts = ["<|im_start|>user\nAdd 2 and 3.<|im_end|>\n<|im_start|>assistant\n",
+               "<|im_start|>user\nWho wrote Hamlet? Tell me.<|im_end|>\n<|im_start|>assistant\n",
+               "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"]
+    answers = ["5.<|im_end|>", "William Shakespeare wrote it<|im_end|>", "Hello"]
+    batched = score_answers(model, tokenizer, prompts, answers, batch_size=3)
+    for prompt, answer, got in zip(prompts, answers, batched, strict=True):
+        p_ids, a_ids = tokenize_pair(tokenizer, prompt, answer)
+        ids = torch.tensor([p_ids + a_ids])
+        with torch.no_grad():
+            logps = torch.log_softmax(model(ids).logits[0, :-1], -1)
+        want = sum(logps[len(p_ids) - 1 + t, a].item() for t, a in enumerate(a_ids))
+        assert got.n_tokens == len(a_ids)
+        assert got.logp_sum == pytest.approx(want, abs=1e-4)
+    # EOS is appended exactly once, as TRL does
+    assert tokenize_pair(tokenizer, prompts[2], "Hello")[1][-1] == tokenizer.eos_token_id
+    _, answer_ids = tokenize_pair(tokenizer, prompts[0], "5.<|im_end|>")
+    assert answer_ids.count(tokenizer.eos_token_id) == 1
+
+
+def test_tokenisation_matches_trl_dpo(tiny):
+    """The ids TRL's DPOTrainer trains on for a text pair (its own preprocessing code)."""
+    data_utils = pytest.importorskip("trl.data_utils")
+    if not hasattr(data_utils, "_tokenize"):
+        pytest.skip("this TRL tokenises DPO pairs elsewhere")
+    _, tokenizer = tiny
+    prompt = "<|im_start|>user\nWho wrote Hamlet?<|im_end|>\n<|im_start|>assistant\n"
+    for answer in ("Shakespeare.", "Shakespeare.<|im_end|>"):
+        text = answer if answer.endswith(tokenizer.eos_token) else answer + tokenizer.eos_token
+        prompt_ids = data_utils._tokenize(tokenizer, prompt)["input_ids"]
+        full = data_utils._tokenize(tokenizer, prompt + text)["input_ids"]
+        assert tokenize_pair(tokenizer, prompt, answer) == (prompt_ids, full[len(prompt_ids):])
+
+
+def test_read_curves_turns_trl_rewards_into_log_ratio_margins(tmp_path):
+    records = [
+        {"event": "train_begin", "ipo_tau": 0.5, "loss_type": ["ipo"]},
+        {"step": 1, "ipo_tau": 0.5, "loss": 1.0, "rewards/margins": 0.0, "logps/chosen": -3.0,
+         "logps/rejected": -2.0},
+        {"step": 2, "ipo_tau": 0.5, "loss": 0.5, "rewards/margins": 0.25},
+        {"step": 2, "train_runtime": 3.0, "train_loss": 0.7},
+    ]
+    (tmp_path / "ipo_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    curves = read_curves(tmp_path)
+    assert curves.steps == [1, 2] and curves.loss == [1.0, 0.5]
+    assert curves.margin == [0.0, 0.5] and curves.target_margin == 1.0
+    assert curves.loss_type == ["ipo"]
+    assert read_curves(tmp_path / "missing") is None
+
+
+HELDOUT_ROWS = [
+    {"instruction": "What is the capital of France?", "input": "", "output": "Paris",
+     "answers": ["Paris", "paris, france"]},
+    {"instruction": "Who wrote Hamlet?", "input": "", "output": "Shakespeare"},
+    {"instruction": "Add 2 and 3.", "input": "", "output": "5"},
+    {"instruction": "Name the sea.", "input": "", "output": "The sea"},
+    {"instruction": "An empty answer", "input": "", "output": ""},
+]
+
+
+@pytest.mark.e2e
+def test_eval_compares_base_and_trained_model(tiny_model_dir, tmp_path):
+    cfg = write_config(tmp_path, sft_config(tiny_model_dir, tmp_path))
+    code, log = run([sys.executable, "-m", "axolotl.cli.train", str(cfg)], tmp_path)
+    assert code == 0, log[-3000:]
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join(json.dumps(r) + "\n" for r in HELDOUT_ROWS))
+    cli = shutil.which("axolotl-ipo", path=str(Path(sys.executable).parent))
+    argv = [cli, "eval", str(cfg), "--data", str(heldout), "--max-new-tokens", "8"]
+    code, log = run(argv, tmp_path)
+    assert code == 0, log[-3000:]
+    report = json.loads((tmp_path / "out" / "ipo_eval" / "metrics.json").read_text())
+    base, trained = report["models"]["base"], report["models"]["trained"]
+    assert report["heldout"]["prompts"] == 4 and report["heldout"]["invalid_rows"] == 1
+    assert 1 <= report["heldout"]["pairs"] <= 4
+    # the base model is IPO's reference: zero margins, accuracy exactly one half
+    assert base["preference_accuracy"] == 0.5 and base["implicit_margin"] == 0.0
+    assert trained["implicit_margin"] != 0.0
+    for metrics in (base, trained):
+        for key in ("logprob_preference_accuracy", "gold_nll", "task_contains", "task_exact",
+                    "task_f1"):
+            assert isinstance(metrics[key], float) and not math.isnan(metrics[key]), key
+    assert trained["gold_nll"] != base["gold_nll"]
+    curves = report["curves"]
+    assert curves["loss_type"] == ["ipo"] and len(curves["steps"]) == 3
+    assert curves["loss"][0] == pytest.approx(25.0, abs=1e-3)
+    assert "preference accuracy (IPO implicit reward)" in log and "change" in log
+    predictions = (tmp_path / "out" / "ipo_eval" / "predictions_trained.jsonl").read_text()
+    assert len(predictions.splitlines()) == 4
+
+    # a second evaluation reuses the base model's scores and the held-out pairs
+    code, log = run(argv, tmp_path)
+    assert code == 0, log[-3000:]
+    assert "hit: nothing sampled" in log and "base model scores: cached" in log
+    again = json.loads((tmp_path / "out" / "ipo_eval" / "metrics.json").read_text())
+    assert again["models"] == {
+        name: {**m, "seconds": again["models"][name]["seconds"]}
+        for name, m in report["models"].items()
+    }
+
+    code, log = run([cli, "eval", str(cfg), "--data", str(heldout), "--adapter", "nowhere"],
+                    tmp_path)
+    assert code != 0 and "holds neither a PEFT adapter" in log and "Traceback" not in log
