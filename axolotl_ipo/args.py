@@ -44,9 +44,18 @@ class RejectionSamplingArgs(BaseModel):
         default=False,
         description="Stop on the first invalid SFT row instead of skipping and counting it.",
     )
-    tensor_parallel_size: int = Field(default=1, ge=1, description="vLLM tensor parallelism.")
+    tensor_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        description="vLLM only: GPUs per engine. 1 under a multi-process launch (each rank samples "
+        "on its own GPU); > 1 only in a single process (`axolotl-ipo sample CONFIG`).",
+    )
     gpu_memory_utilization: float = Field(
-        default=0.85, gt=0.0, le=1.0, description="vLLM's share of GPU memory while sampling."
+        default=0.85,
+        gt=0.0,
+        le=1.0,
+        description="vLLM only: the fraction of each GPU's memory its engine may take (weights + "
+        "KV cache) while sampling; freed before training.",
     )
 
 

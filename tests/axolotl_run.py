@@ -77,7 +77,9 @@ def write_config(work: Path, cfg: dict) -> Path:
 
 def run(argv: list[str], work: Path, extra_env: dict | None = None, timeout: int = 300):
     """Run a command with the offline environment; fail the test with its log on error."""
-    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(TESTS_DIR), **(extra_env or {})}
+    # the checkout under test first, whichever checkout the environment was installed from
+    pythonpath = os.pathsep.join([str(TESTS_DIR.parent), str(TESTS_DIR)])
+    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": pythonpath, **(extra_env or {})}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run(
         argv, cwd=work, env=env, capture_output=True, text=True, timeout=timeout

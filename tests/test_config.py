@@ -98,3 +98,39 @@ def test_plugin_keys_without_rl_ipo_are_an_error(rl):
 def test_native_spelling_with_plugin_keys_is_accepted():
     cfg = normalise({"base_model": "m", "rl": "dpo", "dpo_loss_type": ["ipo"], "ipo_tau": 0.2})
     assert cfg["rl_beta"] == 0.2
+
+
+def test_sft_entries_with_nested_mappings_pass_axolotl_validation(monkeypatch):
+    """Axolotl's loader wraps the YAML in DictDefault, whose nested mappings answer None for any
+    attribute; one kept inside `ipo_sft_datasets` broke pydantic's serializer in validation."""
+    from axolotl.cli.config import prepare_plugins
+    from axolotl.integrations.base import PluginManager
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    monkeypatch.setattr(PluginManager, "_instance", None)
+    mappings = {"role": "from", "content": "value"}
+    cfg = DictDefault({
+        **ipo_cfg(datasets=[{"path": "c.jsonl", "type": "chat_template",
+                             "field_messages": "conversations",
+                             "message_property_mappings": mappings}]),
+        "plugins": ["axolotl_ipo.IPOPlugin"], "micro_batch_size": 1, "learning_rate": 1e-4,
+        "gradient_accumulation_steps": 1, "output_dir": "out",
+    })
+    prepare_plugins(cfg)
+    validated = validate_config(cfg)
+    assert validated.ipo_sft_datasets[0]["message_property_mappings"] == mappings
+
+
+def test_vllm_settings_reach_the_engine():
+    from axolotl_ipo.rejection_sampling import _generator_options, sampling_args
+
+    cfg = {"sequence_len": 1024, "trust_remote_code": True, "rejection_sampling": {
+        "backend": "vllm", "tensor_parallel_size": 2, "gpu_memory_utilization": 0.6,
+        "max_new_tokens": 128}}
+    assert _generator_options(cfg, sampling_args(cfg)) == {
+        "gpu_memory_utilization": 0.6, "tensor_parallel_size": 2, "trust_remote_code": True,
+        "max_model_len": 1024 + 128,
+    }
+    cfg["rejection_sampling"]["backend"] = "transformers"
+    assert _generator_options(cfg, sampling_args(cfg)) == {"trust_remote_code": True}

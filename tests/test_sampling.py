@@ -1,4 +1,6 @@
 import importlib
+import importlib.util
+import os
 import sys
 import types
 
@@ -125,11 +127,19 @@ def test_checkpoint_generation_defaults_ignored(model_dir, tmp_path):
 def test_vllm_import_never_fails_and_errors_clearly(monkeypatch):
     mod = importlib.import_module("axolotl_ipo.sampling.vllm_backend")
     monkeypatch.setattr(mod, "vllm_available", lambda: False)
-    with pytest.raises(RuntimeError, match="pip install vllm"):
+    with pytest.raises(RuntimeError, match="pip install vllm") as err:
         load_generator("vllm", "some/model")
+    assert "rejection_sampling.backend: transformers" in str(err.value)
     monkeypatch.setattr(mod, "vllm_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU") as err:
+        load_generator("vllm", "some/model")
+    assert "rejection_sampling.backend: transformers" in str(err.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_vllm_on_this_machine_says_which_key_to_change():
+    with pytest.raises(RuntimeError, match=r"rejection_sampling\.backend: vllm needs vLLM"):
         load_generator("vllm", "some/model")
 
 
@@ -157,8 +167,12 @@ def test_vllm_backend_plumbing_with_fake_vllm(monkeypatch, gen):
     monkeypatch.setitem(sys.modules, "vllm", fake)
     monkeypatch.setattr(mod, "vllm_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    g = load_generator("vllm", "/m", max_model_len=128)
+    g = load_generator(
+        "vllm", "/m", max_model_len=128, gpu_memory_utilization=0.5, tensor_parallel_size=2
+    )
     assert g.name == "vllm:/m" and calls["llm"]["max_model_len"] == 128
+    assert calls["llm"]["gpu_memory_utilization"] == 0.5
+    assert calls["llm"]["tensor_parallel_size"] == 2
     ps = prompts(gen, 2)
     res = g.generate(ps, SamplingSettings(max_new_tokens=9, temperature=0.5, top_p=0.9), seed=11)
     assert res == [Completion("hi", 3, "stop")] * 2
@@ -191,3 +205,95 @@ def test_model_fingerprint(model_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no weight files"):
         model_fingerprint(tmp_path / "empty")
+
+
+class _FakeEngine:
+    """Stands in for `vllm`: records the environment its engine process would start with."""
+
+    def __init__(self, tokenizer):
+        self.seen_env: dict = {}
+        self.shutdowns = 0
+        engine = self
+
+        class LLM:
+            def __init__(self, **kw):
+                engine.seen_env = {
+                    key: os.environ.get(key)
+                    for key in ("CUDA_VISIBLE_DEVICES", "VLLM_ENABLE_V1_MULTIPROCESSING")
+                }
+                core = types.SimpleNamespace(shutdown=engine.shutdown)
+                self.llm_engine = types.SimpleNamespace(engine_core=core)
+
+            def get_tokenizer(self):
+                return tokenizer
+
+        self.LLM = LLM
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch, gen):
+    engine = _FakeEngine(gen.tokenizer)
+    mod = importlib.import_module("axolotl_ipo.sampling.vllm_backend")
+    monkeypatch.setitem(sys.modules, "vllm", engine)
+    monkeypatch.setattr(mod, "vllm_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "init", lambda: None)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    return engine
+
+
+def test_vllm_engine_runs_on_this_ranks_gpu_and_shuts_down(monkeypatch, fake_vllm):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    g = load_generator("vllm", "/m")
+    assert fake_vllm.seen_env == {
+        "CUDA_VISIBLE_DEVICES": "6", "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "4,6", "the rank's own view is restored"
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
+    g.close()
+    assert fake_vllm.shutdowns == 1 and g.llm is None
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    load_generator("vllm", "/m")
+    assert fake_vllm.seen_env["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    load_generator("vllm", "/m")
+    assert fake_vllm.seen_env["CUDA_VISIBLE_DEVICES"] is None, "one process: vLLM's own choice"
+
+
+def test_vllm_tensor_parallel_needs_a_single_process(monkeypatch, fake_vllm):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"rejection_sampling\.tensor_parallel_size: 2 needs"):
+        load_generator("vllm", "/m", tensor_parallel_size=2)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    load_generator("vllm", "/m", tensor_parallel_size=2)
+
+
+def test_transformers_sampler_loads_a_whole_copy_under_zero3(model_dir, gen):
+    """Axolotl registers its DeepSpeed config with transformers before load_datasets; under
+    ZeRO-3 from_pretrained would partition the sampler's copy (and here fail on the missing
+    deepspeed package). The registration must survive for the training model."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    class Zero3Config:  # what Axolotl's HfTrainerDeepSpeedConfig answers
+        config = {"zero_optimization": {"stage": 3}}
+
+        def is_zero3(self):
+            return True
+
+    registered = Zero3Config()
+    hf_deepspeed.set_hf_deepspeed_config(registered)
+    try:
+        assert hf_deepspeed.is_deepspeed_zero3_enabled()
+        copy = TransformersGenerator(model_dir)
+        assert hf_deepspeed.is_deepspeed_zero3_enabled(), "registration restored"
+        assert hf_deepspeed._hf_deepspeed_config_weak_ref() is registered
+    finally:
+        hf_deepspeed.unset_hf_deepspeed_config()
+    settings = SamplingSettings(max_new_tokens=4, temperature=0)
+    assert copy.generate(prompts(gen), settings, 0) == gen.generate(prompts(gen), settings, 0)
+    copy.close()

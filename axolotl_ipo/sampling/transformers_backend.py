@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from .base import Completion, SamplingSettings, stop_token_ids
@@ -37,8 +39,37 @@ def _resolve_dtype(dtype: Any, device: str) -> Any:
     return torch.float32
 
 
+@contextlib.contextmanager
+def whole_model_loading() -> Iterator[None]:
+    """Load a complete, unpartitioned copy even inside a DeepSpeed ZeRO-3 or FSDP launch.
+
+    Axolotl registers its DeepSpeed config with transformers when it loads the config, before
+    `load_datasets`; with ZeRO-3 registered, `from_pretrained` would partition the sampler's copy
+    across ranks (`zero.Init`), and under FSDP with `cpu_ram_efficient_loading` ranks other than
+    0 would get empty weights. Ranks sample different batches, so each needs a whole copy. The
+    training model's loading (after sampling) sees the settings unchanged.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
+    registered = ref() if ref is not None else None
+    fsdp_low_ram = os.environ.pop("FSDP_CPU_RAM_EFFICIENT_LOADING", None)
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if registered is not None:
+            hf_deepspeed.set_hf_deepspeed_config(registered)
+        if fsdp_low_ram is not None:
+            os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = fsdp_low_ram
+
+
 class TransformersGenerator:
     """Samples with ``model.generate``: left padding, KV cache, ``torch.inference_mode``.
+
+    The generator is its own plain copy of the checkpoint in ``dtype`` (``auto``: bf16 on a GPU
+    that supports it, else fp16; fp32 on CPU), on ``cuda:LOCAL_RANK`` when CUDA is present: never
+    the training model, so a QLoRA run samples from full-precision weights, not 4-bit ones.
 
     Prompts are tokenized without special tokens (the chat template already rendered
     them). Sampling parameters come only from :class:`SamplingSettings`; the checkpoint's
@@ -66,10 +97,14 @@ class TransformersGenerator:
             padding_side="left",
             trust_remote_code=trust_remote_code,
         )
-        kwargs = {"dtype": _resolve_dtype(dtype, self.device), **(model_kwargs or {})}
-        model = AutoModelForCausalLM.from_pretrained(
-            self.model_path, trust_remote_code=trust_remote_code, **kwargs
-        )
+        kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype, self.device)}
+        if self.device.startswith("cuda"):  # straight onto the GPU, no full copy in host RAM
+            kwargs["device_map"] = {"": self.device}
+        kwargs.update(model_kwargs or {})
+        with whole_model_loading():
+            model = AutoModelForCausalLM.from_pretrained(
+                self.model_path, trust_remote_code=trust_remote_code, **kwargs
+            )
         self._attach(model.to(self.device), tokenizer)
 
     @classmethod

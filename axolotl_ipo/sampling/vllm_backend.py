@@ -1,15 +1,18 @@
 """Sampling with vLLM (``vllm.LLM``), one engine per process/GPU.
 
 Importing this module never fails; constructing :class:`VLLMGenerator` without vLLM
-or without a CUDA GPU raises a ``RuntimeError`` that says what to do.
+or without a CUDA GPU raises a ``RuntimeError`` that names the config key and what to do.
+Under a multi-process launch each rank's engine runs on that rank's GPU (``LOCAL_RANK``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import importlib.util
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from .base import Completion, SamplingSettings, derive_seed, stop_token_ids
@@ -24,17 +27,58 @@ def vllm_available() -> bool:
 def _require_vllm() -> Any:
     if not vllm_available():
         raise RuntimeError(
-            "the 'vllm' sampler needs vLLM, which is not installed: pip install vllm "
-            "(or pip install 'axolotl-ipo[vllm]'), or use the 'transformers' sampler"
+            "rejection_sampling.backend: vllm needs vLLM, which is not installed: pip install vllm "
+            "(or pip install 'axolotl-ipo[vllm]'), or set `rejection_sampling.backend: "
+            "transformers`"
         )
     import torch
 
     if not torch.cuda.is_available():
         raise RuntimeError(
-            "the 'vllm' sampler needs a CUDA GPU and none is visible; "
-            "use the 'transformers' sampler on this machine"
+            "rejection_sampling.backend: vllm needs a CUDA GPU and none is visible; set "
+            "`rejection_sampling.backend: transformers` on this machine"
         )
     return importlib.import_module("vllm")
+
+
+def rank_gpu_env() -> dict[str, str]:
+    """Environment for this rank's vLLM engine under torchrun/accelerate (empty for 1 process).
+
+    vLLM's engine process always uses the first visible GPU, so each rank shows it only its
+    own (``LOCAL_RANK``-th visible device), and the engine runs in its own process (vLLM's
+    default), which also gives all of its memory back when it shuts down."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return {}
+    import torch
+
+    torch.cuda.init()  # fix this process's own device numbering before the variable changes
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = (
+        [d.strip() for d in visible.split(",") if d.strip()]
+        if visible
+        else [str(i) for i in range(torch.cuda.device_count())]
+    )
+    if local_rank >= len(devices):
+        raise RuntimeError(
+            f"rank with LOCAL_RANK={local_rank} has no GPU of its own ({len(devices)} visible); "
+            "launch one process per GPU, or set `rejection_sampling.backend: transformers`"
+        )
+    return {"CUDA_VISIBLE_DEVICES": devices[local_rank], "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+
+
+@contextlib.contextmanager
+def _environment(overrides: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class VLLMGenerator:
@@ -50,11 +94,20 @@ class VLLMGenerator:
         tokenizer_path: str | os.PathLike | None = None,
         dtype: str = "auto",
         gpu_memory_utilization: float = 0.85,
+        tensor_parallel_size: int = 1,
         max_model_len: int | None = None,
         trust_remote_code: bool = False,
         **llm_kwargs: Any,
     ) -> None:
         vllm = _require_vllm()
+        if tensor_parallel_size > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RuntimeError(
+                f"rejection_sampling.tensor_parallel_size: {tensor_parallel_size} needs a "
+                "single-process launch (vLLM then starts one worker per GPU). Sample first with "
+                "`axolotl-ipo sample CONFIG` (one process), then launch training, which reuses "
+                "the pairs; or set `rejection_sampling.tensor_parallel_size: 1` to sample on "
+                "every rank's GPU."
+            )
         self._vllm = vllm
         self.model_path = os.fspath(model_path)
         self.name = f"vllm:{self.model_path}"
@@ -63,13 +116,15 @@ class VLLMGenerator:
             "tokenizer": os.fspath(tokenizer_path or model_path),
             "dtype": dtype,
             "gpu_memory_utilization": gpu_memory_utilization,
+            "tensor_parallel_size": tensor_parallel_size,
             "trust_remote_code": trust_remote_code,
             "seed": 0,
             **llm_kwargs,
         }
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
-        self.llm = vllm.LLM(**kwargs)
+        with _environment(rank_gpu_env()):
+            self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
 
     def stop_ids(self, settings: SamplingSettings) -> list[int]:
@@ -113,8 +168,16 @@ class VLLMGenerator:
         return completions
 
     def close(self) -> None:
-        """Best effort: vLLM does not always give all GPU memory back in-process."""
-        self.llm = None
+        """Shut the engine down (its process exits and frees the GPU) before training starts."""
+        llm, self.llm = self.llm, None
+        engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(engine_core, "shutdown", None)
+        if callable(shutdown):
+            try:
+                shutdown()
+            except Exception:  # noqa: BLE001 - freeing memory must never fail the run
+                pass
+        del llm
         gc.collect()
         try:
             import torch
