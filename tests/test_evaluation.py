@@ -113,18 +113,19 @@ def test_tokenisation_matches_trl_dpo(tiny):
         assert tokenize_pair(tokenizer, prompt, answer) == (prompt_ids, full[len(prompt_ids):])
 
 
-def test_read_curves_turns_trl_rewards_into_log_ratio_margins(tmp_path):
+def test_read_curves_gives_ipo_distance_to_target_and_summed_margins(tmp_path):
     records = [
         {"event": "train_begin", "ipo_tau": 0.5, "loss_type": ["ipo"]},
         {"step": 1, "ipo_tau": 0.5, "loss": 1.0, "rewards/margins": 0.0, "logps/chosen": -3.0,
          "logps/rejected": -2.0},
-        {"step": 2, "ipo_tau": 0.5, "loss": 0.5, "rewards/margins": 0.25},
+        {"step": 2, "ipo_tau": 0.5, "loss": 0.25, "rewards/margins": 0.25},
         {"step": 2, "train_runtime": 3.0, "train_loss": 0.7},
     ]
     (tmp_path / "ipo_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     curves = read_curves(tmp_path)
-    assert curves.steps == [1, 2] and curves.loss == [1.0, 0.5]
-    assert curves.margin == [0.0, 0.5] and curves.target_margin == 1.0
+    assert curves.steps == [1, 2] and curves.loss == [1.0, 0.25]
+    assert curves.summed_margin == [0.0, 0.5] and curves.target_margin == 1.0
+    assert curves.rms_from_target == [1.0, 0.5]  # sqrt of IPO's mean squared distance
     assert curves.loss_type == ["ipo"]
     assert read_curves(tmp_path / "missing") is None
 
@@ -165,7 +166,16 @@ def test_eval_compares_base_and_trained_model(tiny_model_dir, tmp_path):
     curves = report["curves"]
     assert curves["loss_type"] == ["ipo"] and len(curves["steps"]) == 3
     assert curves["loss"][0] == pytest.approx(25.0, abs=1e-3)
+    assert curves["rms_margin_from_target"][0] == pytest.approx(5.0, abs=1e-4)  # policy == ref
+    train = report["training_pairs"]  # the 8 pairs it trained on, scored after training
+    assert train["pairs"] == 8 and train["target_margin"] == pytest.approx(5.0)
+    assert train["mean_margin"] != 0.0
     assert "preference accuracy (IPO implicit reward)" in log and "change" in log
+    assert "training pairs (8): mean token-averaged log-ratio margin" in log
+    if (tmp_path / "out" / "ipo_eval" / "eval.png").exists():
+        assert "plot:" in log
+    else:
+        assert "matplotlib is not installed" in log
     predictions = (tmp_path / "out" / "ipo_eval" / "predictions_trained.jsonl").read_text()
     assert len(predictions.splitlines()) == 4
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,12 +14,14 @@ __all__ = ["TrainingCurves", "read_curves"]
 
 @dataclass
 class TrainingCurves:
-    """Per logged step: IPO loss and the token-averaged log-ratio margin (TRL's
-    ``rewards/margins`` divided by beta = tau), next to IPO's target 1/(2*tau)."""
+    """Per logged step: the loss; for IPO, ``sqrt(loss)``, which is exactly the RMS distance of
+    the batch's token-averaged log-ratio margins from IPO's target 1/(2*tau) (TRL's IPO loss is
+    their mean squared distance); and TRL's ``rewards/margins`` / beta, the *summed* (not
+    token-averaged) log-ratio margin, the quantity DPO's loss acts on."""
 
     steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
-    margin: list[float] = field(default_factory=list)
+    summed_margin: list[float] = field(default_factory=list)
     chosen_logps: list[float] = field(default_factory=list)
     rejected_logps: list[float] = field(default_factory=list)
     tau: float | None = None
@@ -28,11 +31,18 @@ class TrainingCurves:
     def target_margin(self) -> float | None:
         return None if not self.tau else 1.0 / (2.0 * self.tau)
 
+    @property
+    def rms_from_target(self) -> list[float] | None:
+        if list(self.loss_type or []) != ["ipo"]:
+            return None
+        return [math.sqrt(max(loss, 0.0)) for loss in self.loss]
+
     def to_dict(self) -> dict:
         return {
             "steps": self.steps,
             "loss": self.loss,
-            "logratio_margin": self.margin,
+            "rms_margin_from_target": self.rms_from_target,
+            "summed_logratio_margin": self.summed_margin,
             "chosen_logps": self.chosen_logps,
             "rejected_logps": self.rejected_logps,
             "ipo_tau": self.tau,
@@ -60,7 +70,7 @@ def read_curves(output_dir: str | Path) -> TrainingCurves | None:
         curves.tau = tau
         curves.steps.append(int(record["step"]))
         curves.loss.append(float(record["loss"]))
-        curves.margin.append(float(record["rewards/margins"]) / float(tau))
+        curves.summed_margin.append(float(record["rewards/margins"]) / float(tau))
         curves.chosen_logps.append(float(record.get("logps/chosen", float("nan"))))
         curves.rejected_logps.append(float(record.get("logps/rejected", float("nan"))))
     return curves if curves.steps else None

@@ -45,9 +45,16 @@ def format_table(report: dict[str, Any]) -> str:
     if curves and curves["steps"]:
         lines.append(
             f"training: {len(curves['steps'])} logged steps, loss {curves['loss'][0]:.3f} -> "
-            f"{curves['loss'][-1]:.3f}, log-ratio margin {curves['logratio_margin'][0]:.3f} -> "
-            f"{curves['logratio_margin'][-1]:.3f} (IPO target 1/(2*tau) = "
-            f"{curves['target_margin']:.3f})"
+            f"{curves['loss'][-1]:.3f}"
+        )
+    train = report.get("training_pairs")
+    if train:
+        target = train["target_margin"]
+        lines.append(
+            f"training pairs ({train['pairs']}): mean token-averaged log-ratio margin "
+            f"{train['mean_margin']:.3f}"
+            + (f" (IPO target 1/(2*tau) = {target:.3f})" if target else "")
+            + f", preference accuracy {train['preference_accuracy']:.3f}"
         )
     return "\n".join(lines)
 
@@ -82,11 +89,20 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
         axes[0][1].plot(steps, curves["loss"], marker=".")
         axes[0][1].set_title("IPO training loss")
         axes[0][1].set_xlabel("step")
-        axes[0][2].plot(steps, curves["logratio_margin"], marker=".", label="log-ratio margin")
-        axes[0][2].axhline(curves["target_margin"], color="gray", ls="--", label="1/(2 tau)")
-        axes[0][2].set_title("token-averaged log-ratio margin")
-        axes[0][2].set_xlabel("step")
-        axes[0][2].legend()
+        ax = axes[0][2]
+        if curves.get("rms_margin_from_target"):
+            ax.plot(steps, curves["rms_margin_from_target"], marker=".",
+                    label="RMS |margin - 1/(2 tau)| = sqrt(loss)")
+            train = report.get("training_pairs")
+            if train and train.get("target_margin"):
+                ax.axhline(abs(train["mean_margin"] - train["target_margin"]), color="gray",
+                           ls="--", label="|mean margin - target|, training pairs, after")
+            ax.set_title(f"distance to IPO target 1/(2 tau) = {curves['target_margin']:.2f}")
+        else:
+            ax.plot(steps, curves["summed_logratio_margin"], marker=".")
+            ax.set_title("summed log-ratio margin (TRL rewards/margins / beta)")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

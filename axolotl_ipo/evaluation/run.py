@@ -151,6 +151,33 @@ def _write_predictions(path: Path, held: HeldOut, scores: _Scores) -> None:
     atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def _training_pairs(cfg: Any, limit: int = 256) -> list[dict]:
+    """The (cached) pairs the config trained on; [] when it trained on existing pairs."""
+    from axolotl_ipo.rejection_sampling import build_pairs_for_config
+
+    result = build_pairs_for_config(cfg, progress=False)
+    return result.store.read_pairs()[:limit] if result is not None else []
+
+
+def _pair_scores(model: Any, tokenizer: Any, pairs: list[dict], settings: EvalSettings, max_length):
+    prompts = [row["prompt"] for row in pairs]
+    kwargs = {"batch_size": settings.batch_size, "max_length": max_length}
+    return (
+        score_answers(model, tokenizer, prompts, [row["chosen"] for row in pairs], **kwargs),
+        score_answers(model, tokenizer, prompts, [row["rejected"] for row in pairs], **kwargs),
+    )
+
+
+def _train_margins(ref: tuple, policy: tuple, tau: float | None) -> dict[str, Any]:
+    margins = implicit_margins(policy[0], policy[1], ref[0], ref[1])
+    return {
+        "pairs": len(margins),
+        "mean_margin": sum(margins) / len(margins),
+        "target_margin": 1.0 / (2.0 * tau) if tau else None,
+        "preference_accuracy": preference_accuracy(margins),
+    }
+
+
 def evaluate_model(
     cfg: Any,
     held: HeldOut,
@@ -160,7 +187,8 @@ def evaluate_model(
     cache_dir: Path,
     out_dir: Path,
 ) -> list[ModelMetrics]:
-    """Metrics of the base model and (if given) the trained one, base scores cached."""
+    """Metrics of the base model and (if given) the trained one, base scores cached; and the
+    trained model's token-averaged log-ratio margins on (up to 256 of) its training pairs."""
     from .models import load_base, load_trained
 
     trust = bool(cfg.get("trust_remote_code"))
@@ -187,15 +215,21 @@ def evaluate_model(
         atomic_write(cache, json.dumps(base.to_json()))
     results = [_metrics("base", base, base, held, time.perf_counter() - started)]
     _write_predictions(out_dir / "predictions_base.jsonl", held, base)
+    train = None
     if trained is not None:
         started = time.perf_counter()
         if base_model is None:
             base_model = load_base(cfg.get("base_model"), trust)
+        train_pairs = _training_pairs(cfg)
+        train_ref = _pair_scores(base_model, tokenizer, train_pairs, settings, max_length)
         policy_model = load_trained(base_model, trained, trust)
         policy = _score(policy_model, tokenizer, held, settings, max_length)
         results.append(_metrics("trained", policy, base, held, time.perf_counter() - started))
         _write_predictions(out_dir / "predictions_trained.jsonl", held, policy)
-    return results
+        if train_pairs:
+            train_policy = _pair_scores(policy_model, tokenizer, train_pairs, settings, max_length)
+            train = _train_margins(train_ref, train_policy, cfg.get("ipo_tau"))
+    return results, train
 
 
 def evaluate_config(
@@ -226,7 +260,7 @@ def evaluate_config(
             f"no held-out pairs: every sampled answer equalled its gold answer or was empty "
             f"({held.pairs_path})"
         )
-    results = evaluate_model(
+    results, train = evaluate_model(
         cfg, held, tokenizer, trained, settings, prepared / "ipo_eval_base", out_dir
     )
     curves = read_curves(cfg.get("output_dir")) if trained is not None else None
@@ -246,6 +280,7 @@ def evaluate_config(
         },
         "settings": asdict(settings),
         "models": {m.name: asdict(m) for m in results},
+        "training_pairs": train,
         "curves": curves.to_dict() if curves else None,
     }
     atomic_write(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
