@@ -1,0 +1,101 @@
+"""Train the main job's config for a grid of tau and step counts, evaluate each run on the
+held-out split, and print one table (base model first).
+
+    python benchmarks/ipo_sweep.py --taus 0.1,0.5 --steps 10,30 [--config ...] [--json FILE]
+
+Every run goes through `python -m axolotl.cli.train` and `axolotl-ipo eval`, exactly like the
+README's first command. The sampled training pairs and the base model's held-out scores are
+cached, so only the first run samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "WANDB_MODE": "disabled",
+    "AXOLOTL_DO_NOT_TRACK": "1",
+    "DO_NOT_TRACK": "1",
+}
+METRICS = [
+    ("preference_accuracy", "pref. acc. (implicit reward)"),
+    ("logprob_preference_accuracy", "pref. acc. (log-prob)"),
+    ("gold_nll", "gold NLL/token"),
+    ("task_contains", "contains"),
+    ("task_exact", "exact"),
+    ("task_f1", "F1"),
+]
+
+
+def run(argv: list[str], log: Path) -> float:
+    started = time.perf_counter()
+    with log.open("w") as handle:
+        code = subprocess.call(argv, cwd=ROOT, env=ENV, stdout=handle, stderr=subprocess.STDOUT)
+    if code:
+        sys.exit(f"{' '.join(argv)} failed with exit code {code}; see {log}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="example_configs/smollm2-ipo-cpu.yml")
+    parser.add_argument("--data", default=".cache/data/nq_open_heldout.jsonl")
+    parser.add_argument("--taus", default="0.1,0.5")
+    parser.add_argument("--steps", default="10,30")
+    parser.add_argument("--out", default="outputs/ipo_sweep")
+    parser.add_argument("--json", help="also write every report into this file")
+    args = parser.parse_args()
+
+    base_cfg = yaml.safe_load((ROOT / args.config).read_text())
+    out = ROOT / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    rows, reports = [], {}
+    for tau in [float(t) for t in args.taus.split(",")]:
+        for steps in [int(s) for s in args.steps.split(",")]:
+            name = f"tau{tau:g}_steps{steps}"
+            cfg = {**base_cfg, "ipo_tau": tau, "max_steps": steps,
+                   "output_dir": str(out / name)}
+            path = out / f"{name}.yml"
+            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            print(f"== {name}: train", flush=True)
+            train_s = run([sys.executable, "-m", "axolotl.cli.train", str(path)],
+                          out / f"{name}.train.log")
+            print(f"== {name}: eval ({train_s:.0f} s training)", flush=True)
+            eval_s = run([sys.executable, "-m", "axolotl_ipo.cli", "eval", str(path),
+                          "--data", args.data], out / f"{name}.eval.log")
+            report = json.loads((out / name / "ipo_eval" / "metrics.json").read_text())
+            reports[name] = report
+            if not rows:
+                rows.append(("base model", "-", "-", report["models"]["base"], None, None))
+            rows.append((name, tau, steps, report["models"]["trained"],
+                         report.get("training_pairs"), (train_s, eval_s)))
+
+    header = ["run", "tau", "steps", *[label for _, label in METRICS],
+              "train margin (target)", "train s", "eval s"]
+    print("\n| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name, tau, steps, metrics, train, seconds in rows:
+        cells = [name, str(tau), str(steps)] + [f"{metrics[k]:.3f}" for k, _ in METRICS]
+        cells.append(
+            f"{train['mean_margin']:.2f} ({train['target_margin']:.1f})" if train else "-"
+        )
+        cells += [f"{s:.0f}" for s in seconds] if seconds else ["-", "-"]
+        print("| " + " | ".join(cells) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(reports, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
