@@ -1,7 +1,7 @@
 """Train the main job's config for a grid of tau and step counts, evaluate each run on the
 held-out split, and print one table (base model first).
 
-    python benchmarks/ipo_sweep.py --taus 0.1,0.5 --steps 10,30 [--config ...] [--json FILE]
+    python benchmarks/ipo_sweep.py --runs 0.1:10,0.1:30,0.5:10 [--config ...] [--json FILE]
 
 Every run goes through `python -m axolotl.cli.train` and `axolotl-ipo eval`, exactly like the
 README's first command. The sampled training pairs and the base model's held-out scores are
@@ -52,8 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="example_configs/smollm2-ipo-cpu.yml")
     parser.add_argument("--data", default=".cache/data/nq_open_heldout.jsonl")
-    parser.add_argument("--taus", default="0.1,0.5")
-    parser.add_argument("--steps", default="10,30")
+    parser.add_argument("--runs", default="0.1:10,0.1:30,0.5:10,0.5:30",
+                        help="tau:steps pairs, comma-separated")
+    parser.add_argument("--rerun", action="store_true",
+                        help="train again even when a run's evaluation exists")
     parser.add_argument("--out", default="outputs/ipo_sweep")
     parser.add_argument("--json", help="also write every report into this file")
     args = parser.parse_args()
@@ -62,25 +64,34 @@ def main() -> None:
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
     rows, reports = [], {}
-    for tau in [float(t) for t in args.taus.split(",")]:
-        for steps in [int(s) for s in args.steps.split(",")]:
-            name = f"tau{tau:g}_steps{steps}"
-            cfg = {**base_cfg, "ipo_tau": tau, "max_steps": steps,
-                   "output_dir": str(out / name)}
+    for spec in args.runs.split(","):
+        tau, steps = float(spec.split(":")[0]), int(spec.split(":")[1])
+        name = f"tau{tau:g}_steps{steps}"
+        metrics_path = out / name / "ipo_eval" / "metrics.json"
+        seconds = None
+        if args.rerun or not metrics_path.is_file():
+            cfg = {**base_cfg, "ipo_tau": tau, "max_steps": steps, "output_dir": str(out / name)}
             path = out / f"{name}.yml"
-            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-            print(f"== {name}: train", flush=True)
-            train_s = run([sys.executable, "-m", "axolotl.cli.train", str(path)],
-                          out / f"{name}.train.log")
+            text = yaml.safe_dump(cfg, sort_keys=False)
+            trained = (out / name / "adapter_config.json").is_file()
+            train_s = float("nan")
+            if args.rerun or not trained or not path.is_file() or path.read_text() != text:
+                path.write_text(text)
+                print(f"== {name}: train", flush=True)
+                train_s = run([sys.executable, "-m", "axolotl.cli.train", str(path)],
+                              out / f"{name}.train.log")
             print(f"== {name}: eval ({train_s:.0f} s training)", flush=True)
             eval_s = run([sys.executable, "-m", "axolotl_ipo.cli", "eval", str(path),
                           "--data", args.data], out / f"{name}.eval.log")
-            report = json.loads((out / name / "ipo_eval" / "metrics.json").read_text())
-            reports[name] = report
-            if not rows:
-                rows.append(("base model", "-", "-", report["models"]["base"], None, None))
-            rows.append((name, tau, steps, report["models"]["trained"],
-                         report.get("training_pairs"), (train_s, eval_s)))
+            seconds = (train_s, eval_s)
+        else:
+            print(f"== {name}: evaluated before, reusing {metrics_path}", flush=True)
+        report = json.loads(metrics_path.read_text())
+        reports[name] = report
+        if not rows:
+            rows.append(("base model", "-", "-", report["models"]["base"], None, None))
+        rows.append((name, tau, steps, report["models"]["trained"],
+                     report.get("training_pairs"), seconds))
 
     header = ["run", "tau", "steps", *[label for _, label in METRICS],
               "train margin (target)", "train s", "eval s"]

@@ -71,25 +71,30 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
         return None
     models = report["models"]
     curves = report.get("curves")
-    columns = 3 if curves else 1
-    fig, axes = plt.subplots(1, columns, figsize=(5.2 * columns, 4.2), squeeze=False)
-    ax = axes[0][0]
-    keys = [(k, label) for k, label, _ in ROWS if k != "implicit_margin"]
+    columns = 4 if curves else 2
+    fig, axes = plt.subplots(1, columns, figsize=(4.6 * columns, 4.2), squeeze=False)
+    shares = [(k, label) for k, label, _ in ROWS if k not in ("implicit_margin", "gold_nll")]
     width = 0.8 / len(models)
     for offset, (name, metrics) in enumerate(models.items()):
-        values = [metrics.get(k) or 0.0 for k, _ in keys]
-        xs = [i + offset * width for i in range(len(keys))]
-        ax.bar(xs, values, width, label=name)
-    ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(keys))])
-    ax.set_xticklabels([label.replace(" (", "\n(") for _, label in keys], fontsize=7, rotation=20)
-    ax.set_title(f"held-out ({report['heldout']['prompts']} prompts)")
+        xs = [i + offset * width for i in range(len(shares))]
+        axes[0][0].bar(xs, [metrics.get(k) or 0.0 for k, _ in shares], width, label=name)
+        axes[0][1].bar([offset], [metrics["gold_nll"]], 0.6, label=name)
+    ax = axes[0][0]
+    ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(shares))])
+    ax.set_xticklabels([label.replace(" (", "\n(") for _, label in shares], fontsize=7,
+                       rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"held-out ({report['heldout']['prompts']} prompts): shares")
     ax.legend()
+    axes[0][1].set_xticks(range(len(models)))
+    axes[0][1].set_xticklabels(list(models))
+    axes[0][1].set_title("held-out gold-answer NLL per token")
     if curves:
         steps = curves["steps"]
-        axes[0][1].plot(steps, curves["loss"], marker=".")
-        axes[0][1].set_title("IPO training loss")
-        axes[0][1].set_xlabel("step")
-        ax = axes[0][2]
+        axes[0][2].plot(steps, curves["loss"], marker=".")
+        axes[0][2].set_title("training loss")
+        axes[0][2].set_xlabel("step")
+        ax = axes[0][3]
         if curves.get("rms_margin_from_target"):
             ax.plot(steps, curves["rms_margin_from_target"], marker=".",
                     label="RMS |margin - 1/(2 tau)| = sqrt(loss)")
