@@ -192,3 +192,16 @@ def test_eval_compares_base_and_trained_model(tiny_model_dir, tmp_path):
     code, log = run([cli, "eval", str(cfg), "--data", str(heldout), "--adapter", "nowhere"],
                     tmp_path)
     assert code != 0 and "holds neither a PEFT adapter" in log and "Traceback" not in log
+
+
+def test_trained_kind_tells_adapters_from_full_checkpoints(tmp_path):
+    from axolotl_ipo.evaluation.models import trained_kind
+
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / "adapter_config.json").write_text("{}")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "config.json").write_text("{}")
+    assert trained_kind(tmp_path / "lora") == "adapter"
+    assert trained_kind(tmp_path / "full") == "full"
+    with pytest.raises(FileNotFoundError, match="neither a PEFT adapter .* nor a model"):
+        trained_kind(tmp_path)
