@@ -49,7 +49,7 @@ PAIRS_TYPE = "axolotl_ipo.sampled_pairs"
 REPLACED = {
     "rl", "ipo_tau", "rl_beta", "dpo_beta", "dpo_loss_type", "datasets", "rejection_sampling",
     "dataset_prepared_path", "output_dir", "max_steps", "num_epochs", "learning_rate",
-    "save_strategy", "save_steps", "save_only_model", "logging_steps",
+    "save_strategy", "save_steps", "save_only_model", "save_total_limit", "logging_steps",
 }
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 COLUMNS = [  # (key, header) of the printed table
@@ -90,6 +90,7 @@ def train_config(
         save_strategy="steps",
         save_steps=save_steps,
         save_only_model=True,  # adapters and trainer_state.json, no optimizer state
+        save_total_limit=math.ceil(steps / save_steps),  # Axolotl's default keeps only 4
     )
     if loss == "ipo":
         cfg.update(rl="ipo", ipo_tau=beta)

@@ -46,6 +46,7 @@ def test_ipo_and_dpo_configs_differ_only_in_the_loss(tmp_path):
     assert ipo["datasets"] == [{"path": str(tmp_path / "pairs.jsonl"), "split": "train",
                                 "type": "axolotl_ipo.sampled_pairs"}]
     assert (ipo["max_steps"], ipo["save_steps"], ipo["learning_rate"]) == (64, 8, 5e-4)
+    assert ipo["save_total_limit"] == 8  # every checkpoint kept (Axolotl's default is 4)
     for key in ("base_model", "lora_r", "micro_batch_size", "seed", "sequence_len"):
         assert ipo[key] == MAIN[key]
     with pytest.raises(ValueError, match="loss must be one of"):
@@ -62,6 +63,7 @@ def test_configs_pass_axolotl_validation_as_ipo_and_plain_sigmoid_dpo(tmp_path, 
         assert axolotl_config.unknown_or_deprecated_keys(raw, schema) == {}
         assert validated.rl == "dpo" and validated.rl_beta == 0.1
         assert validated.save_strategy == "steps" and validated.save_steps == 8
+        assert validated.save_total_limit == 8
         assert validated.bf16 is False and validated.fp16 is False
         # IPO through the plugin; DPO left to TRL's default loss (sigmoid), plugin inert
         assert validated.dpo_loss_type == (["ipo"] if loss == "ipo" else None)
@@ -137,3 +139,4 @@ def test_table_has_one_row_per_run_and_checkpoint():
     assert lines[3].startswith("| IPO | 8 | 1 | 4.988 |")
     assert lines[4].startswith("| DPO | 0 | 0 |")
     assert all(line.count("|") == lines[0].count("|") for line in lines)
+
