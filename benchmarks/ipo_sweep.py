@@ -19,16 +19,10 @@ import time
 from pathlib import Path
 
 import yaml
+from offline_env import OFFLINE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {
-    **os.environ,
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "WANDB_MODE": "disabled",
-    "AXOLOTL_DO_NOT_TRACK": "1",
-    "DO_NOT_TRACK": "1",
-}
+ENV = {**os.environ, **OFFLINE_ENV}
 METRICS = [
     ("preference_accuracy", "pref. acc. (implicit reward)"),
     ("logprob_preference_accuracy", "pref. acc. (log-prob)"),

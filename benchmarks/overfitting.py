@@ -33,18 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from offline_env import OFFLINE_ENV
+
+from axolotl_ipo.rejection_sampling import PAIRS_TYPE
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "WANDB_MODE": "disabled",
-    "AXOLOTL_DO_NOT_TRACK": "1",
-    "DO_NOT_TRACK": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+ENV = OFFLINE_ENV
 LOSSES = ("ipo", "dpo")
-PAIRS_TYPE = "axolotl_ipo.sampled_pairs"
 # Keys of the main config that this benchmark sets itself (data, loss, schedule, saving).
 REPLACED = {
     "rl", "ipo_tau", "rl_beta", "dpo_beta", "dpo_loss_type", "datasets", "rejection_sampling",

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from offline_env import OFFLINE_ENV
 
 RUNNER = """
 import resource, runpy, sys
@@ -35,8 +36,7 @@ except SystemExit as stop:
         raise
 print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
 """
-ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
-       "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}
+ENV = OFFLINE_ENV
 PROMPTS = ["What is the capital of France?", "Add 2 and 3.", "Who wrote Hamlet?",
            "Name a primary colour.", "What is the boiling point of water at sea level?"]
 

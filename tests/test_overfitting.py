@@ -4,6 +4,7 @@ validation), checkpoint discovery, TRL's logs, the metrics and the table."""
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ MAIN = yaml.safe_load((REPO / "example_configs" / "smollm2-ipo-cpu.yml").read_te
 
 
 def _load_benchmark():
+    sys.path.insert(0, str(REPO / "benchmarks"))  # as when run as a script: its sibling modules
     spec = importlib.util.spec_from_file_location("overfitting", REPO / "benchmarks/overfitting.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
