@@ -10,12 +10,15 @@ import pytest
 
 from axolotl_ipo.evaluation.curves import read_curves
 from axolotl_ipo.evaluation.metrics import (
+    answer_words,
     contains_answer,
     exact_match,
     gold_nll,
     implicit_margins,
+    length_matched_contains,
     logprob_preference_accuracy,
     normalise_text,
+    paired_bootstrap,
     preference_accuracy,
     task_scores,
     token_f1,
@@ -66,6 +69,28 @@ def test_token_f1_penalises_extra_words():
     scores = task_scores(["Paris", "It is Paris, France"], [["Paris"], ["Paris"]])
     assert scores["task_contains"] == 1.0 and scores["task_exact"] == 0.5
     assert scores["task_f1"] == pytest.approx((1.0 + 0.4) / 2)  # 1 of 4 words: F1 0.4
+
+
+def test_length_matched_contains_cuts_the_reference_to_the_policy_length():
+    reference = ["The capital of France is Paris", "Berlin, of course", "It is Rome"]
+    policy = ["France", "", "Rome"]
+    golds = [["Paris"], ["Berlin"], ["Rome"]]
+    assert task_scores(reference, golds)["task_contains"] == 1.0
+    # cut to 1, 1 (at least one word) and 1 words: "The", "Berlin,", "It"
+    assert length_matched_contains(reference, policy, golds) == pytest.approx(1 / 3)
+    assert answer_words(reference) == pytest.approx((6 + 3 + 3) / 3)
+
+
+def test_paired_bootstrap_interval_brackets_the_change():
+    before = [0.0] * 50 + [1.0] * 50
+    after = [1.0] * 50 + [1.0] * 50
+    result = paired_bootstrap(before, after)
+    assert result["change"] == pytest.approx(0.5)
+    assert 0.35 < result["low"] < 0.5 < result["high"] < 0.65
+    assert paired_bootstrap(before, before) == {"change": 0.0, "low": 0.0, "high": 0.0}
+    assert paired_bootstrap(before, after) == result  # seeded
+    with pytest.raises(ValueError):
+        paired_bootstrap([1.0], [1.0, 2.0])
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +185,14 @@ def test_eval_compares_base_and_trained_model(tiny_model_dir, tmp_path):
     assert trained["implicit_margin"] != 0.0
     for metrics in (base, trained):
         for key in ("logprob_preference_accuracy", "gold_nll", "task_contains", "task_exact",
-                    "task_f1"):
+                    "task_f1", "answer_words"):
             assert isinstance(metrics[key], float) and not math.isnan(metrics[key]), key
+    assert base["task_contains_base_same_length"] is None
+    assert 0.0 <= trained["task_contains_base_same_length"] <= base["task_contains"]
+    for key, change in report["task_changes"].items():
+        assert change["low"] <= change["change"] <= change["high"], key
+        assert change["change"] == pytest.approx(trained[key] - base[key]), key
+    assert "paired bootstrap 95% interval" in log
     assert trained["gold_nll"] != base["gold_nll"]
     curves = report["curves"]
     assert curves["loss_type"] == ["ipo"] and len(curves["steps"]) == 3

@@ -9,12 +9,16 @@ from collections.abc import Sequence
 from .scoring import AnswerScore
 
 __all__ = [
+    "answer_words",
     "contains_answer",
     "exact_match",
     "gold_nll",
     "implicit_margins",
+    "length_matched_contains",
     "logprob_preference_accuracy",
     "normalise_text",
+    "paired_bootstrap",
+    "per_prompt_task",
     "preference_accuracy",
     "task_scores",
     "token_f1",
@@ -101,12 +105,57 @@ def token_f1(prediction: str, answers: Sequence[str]) -> float:
     return best
 
 
+def answer_words(predictions: Sequence[str]) -> float:
+    """Mean length of the greedy answers in whitespace-separated words."""
+    return sum(len(p.split()) for p in predictions) / max(len(predictions), 1)
+
+
+def length_matched_contains(
+    reference: Sequence[str], policy: Sequence[str], answers: Sequence[Sequence[str]]
+) -> float:
+    """Contains-answer of the *reference* answers cut to the policy's answer length (in words,
+    at least one), prompt by prompt: the score the reference would get at the policy's
+    verbosity. Contains-answer rewards long answers (more words, more chances to hit a gold
+    phrase), so a policy that learned to answer briefly is compared with this, not only with
+    the reference's full-length score."""
+    hits = [
+        contains_answer(" ".join(ref.split()[: max(1, len(pol.split()))]), gold)
+        for ref, pol, gold in zip(reference, policy, answers, strict=True)
+    ]
+    return sum(hits) / max(len(hits), 1)
+
+
+def paired_bootstrap(
+    before: Sequence[float], after: Sequence[float], resamples: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Mean change ``after - before`` over paired per-prompt values, with a 95% percentile
+    bootstrap interval (prompts resampled with replacement, seeded)."""
+    import random
+
+    diffs = [a - b for b, a in zip(before, after, strict=True)]
+    n = len(diffs)
+    if not n:
+        return {"change": float("nan"), "low": float("nan"), "high": float("nan")}
+    rng = random.Random(seed)
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    return {
+        "change": sum(diffs) / n,
+        "low": means[int(0.025 * resamples)],
+        "high": means[int(0.975 * resamples) - 1],
+    }
+
+
+def per_prompt_task(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> dict:
+    """Per-prompt contains / exact / F1 values (for paired comparisons)."""
+    pairs = list(zip(predictions, answers, strict=True))
+    return {
+        "task_contains": [float(contains_answer(p, a)) for p, a in pairs],
+        "task_exact": [float(exact_match(p, a)) for p, a in pairs],
+        "task_f1": [token_f1(p, a) for p, a in pairs],
+    }
+
+
 def task_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> dict[str, float]:
     """Mean contains-answer, exact-match and token-F1 of greedy answers."""
-    pairs = list(zip(predictions, answers, strict=True))
-    n = max(len(pairs), 1)
-    return {
-        "task_contains": sum(contains_answer(p, a) for p, a in pairs) / n,
-        "task_exact": sum(exact_match(p, a) for p, a in pairs) / n,
-        "task_f1": sum(token_f1(p, a) for p, a in pairs) / n,
-    }
+    values = per_prompt_task(predictions, answers)
+    return {key: sum(v) / max(len(v), 1) for key, v in values.items()}

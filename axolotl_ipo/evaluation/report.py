@@ -17,6 +17,8 @@ ROWS = [
     ("task_contains", "task: greedy answer contains gold", "higher"),
     ("task_exact", "task: greedy answer equals gold", "higher"),
     ("task_f1", "task: greedy answer token F1", "higher"),
+    ("answer_words", "greedy answer length (words)", None),
+    ("task_contains_base_same_length", "task: base cut to this length, contains", None),
 ]
 
 
@@ -41,6 +43,11 @@ def format_table(report: dict[str, Any]) -> str:
         if len(values) == 2 and None not in values:
             line += f"{values[1] - values[0]:>+10.3f}"
         lines.append(line)
+    for key, change in (report.get("task_changes") or {}).items():
+        lines.append(
+            f"{key} change {change['change']:+.3f}, paired bootstrap 95% interval "
+            f"[{change['low']:+.3f}, {change['high']:+.3f}]"
+        )
     curves = report.get("curves")
     if curves and curves["steps"]:
         lines.append(
@@ -73,7 +80,9 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
     curves = report.get("curves")
     columns = 4 if curves else 2
     fig, axes = plt.subplots(1, columns, figsize=(4.6 * columns, 4.2), squeeze=False)
-    shares = [(k, label) for k, label, _ in ROWS if k not in ("implicit_margin", "gold_nll")]
+    shares = [
+        (k, label) for k, label, better in ROWS if better == "higher" and k != "implicit_margin"
+    ]
     width = 0.8 / len(models)
     for offset, (name, metrics) in enumerate(models.items()):
         xs = [i + offset * width for i in range(len(shares))]

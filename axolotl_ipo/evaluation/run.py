@@ -20,10 +20,14 @@ from axolotl_ipo.store import atomic_write, cache_key
 
 from .heldout import HeldOut, load_heldout
 from .metrics import (
+    answer_words,
     contains_answer,
     gold_nll,
     implicit_margins,
+    length_matched_contains,
     logprob_preference_accuracy,
+    paired_bootstrap,
+    per_prompt_task,
     preference_accuracy,
     task_scores,
 )
@@ -53,6 +57,9 @@ class ModelMetrics:
     task_contains: float | None  # greedy answer contains a gold answer (whole words)
     task_exact: float | None  # greedy answer equals a gold answer
     task_f1: float | None  # SQuAD token F1 of the greedy answer
+    answer_words: float | None  # mean greedy answer length in words
+    # the base model's greedy answers cut to this model's answer lengths: contains-answer
+    task_contains_base_same_length: float | None
     n_prompts: int
     n_pairs: int
     seconds: float
@@ -125,9 +132,16 @@ def _metrics(name: str, policy: _Scores, ref: _Scores, held: HeldOut, seconds: f
     chosen_p = [policy.gold[i] for i, _ in held.pairs]
     chosen_r = [ref.gold[i] for i, _ in held.pairs]
     margins = implicit_margins(chosen_p, policy.rejected, chosen_r, ref.rejected)
-    task = dict.fromkeys(("task_contains", "task_exact", "task_f1"))
+    task = dict.fromkeys(
+        ("task_contains", "task_exact", "task_f1", "answer_words", "task_contains_base_same_length")
+    )
     if policy.predictions is not None:
-        task = task_scores(policy.predictions, held.answers)
+        task.update(task_scores(policy.predictions, held.answers))
+        task["answer_words"] = answer_words(policy.predictions)
+        if policy is not ref and ref.predictions is not None:
+            task["task_contains_base_same_length"] = length_matched_contains(
+                ref.predictions, policy.predictions, held.answers
+            )
     return ModelMetrics(
         name=name,
         preference_accuracy=preference_accuracy(margins),
@@ -139,6 +153,15 @@ def _metrics(name: str, policy: _Scores, ref: _Scores, held: HeldOut, seconds: f
         n_pairs=len(held.pairs),
         seconds=round(seconds, 1),
     )
+
+
+def task_changes(base: _Scores, policy: _Scores, held: HeldOut) -> dict[str, dict] | None:
+    """Per task metric: the trained-minus-base change with a paired bootstrap 95% interval."""
+    if base.predictions is None or policy.predictions is None:
+        return None
+    before = per_prompt_task(base.predictions, held.answers)
+    after = per_prompt_task(policy.predictions, held.answers)
+    return {key: paired_bootstrap(before[key], after[key]) for key in before}
 
 
 def _write_predictions(path: Path, held: HeldOut, scores: _Scores) -> None:
@@ -186,9 +209,10 @@ def evaluate_model(
     settings: EvalSettings,
     cache_dir: Path,
     out_dir: Path,
-) -> list[ModelMetrics]:
-    """Metrics of the base model and (if given) the trained one, base scores cached; and the
-    trained model's token-averaged log-ratio margins on (up to 256 of) its training pairs."""
+) -> tuple[list[ModelMetrics], dict[str, Any] | None, dict[str, dict] | None]:
+    """Metrics of the base model and (if given) the trained one, base scores cached; the
+    trained model's token-averaged log-ratio margins on (up to 256 of) its training pairs; and
+    the task scores' changes with paired bootstrap intervals."""
     from .models import load_base, load_trained
 
     trust = bool(cfg.get("trust_remote_code"))
@@ -215,7 +239,7 @@ def evaluate_model(
         atomic_write(cache, json.dumps(base.to_json()))
     results = [_metrics("base", base, base, held, time.perf_counter() - started)]
     _write_predictions(out_dir / "predictions_base.jsonl", held, base)
-    train = None
+    train = changes = None
     if trained is not None:
         started = time.perf_counter()
         if base_model is None:
@@ -225,11 +249,12 @@ def evaluate_model(
         policy_model = load_trained(base_model, trained, trust)
         policy = _score(policy_model, tokenizer, held, settings, max_length)
         results.append(_metrics("trained", policy, base, held, time.perf_counter() - started))
+        changes = task_changes(base, policy, held)
         _write_predictions(out_dir / "predictions_trained.jsonl", held, policy)
         if train_pairs:
             train_policy = _pair_scores(policy_model, tokenizer, train_pairs, settings, max_length)
             train = _train_margins(train_ref, train_policy, cfg.get("ipo_tau"))
-    return results, train
+    return results, train, changes
 
 
 def evaluate_config(
@@ -260,7 +285,7 @@ def evaluate_config(
             f"no held-out pairs: every sampled answer equalled its gold answer or was empty "
             f"({held.pairs_path})"
         )
-    results, train = evaluate_model(
+    results, train, changes = evaluate_model(
         cfg, held, tokenizer, trained, settings, prepared / "ipo_eval_base", out_dir
     )
     curves = read_curves(cfg.get("output_dir")) if trained is not None else None
@@ -280,6 +305,7 @@ def evaluate_config(
         },
         "settings": asdict(settings),
         "models": {m.name: asdict(m) for m in results},
+        "task_changes": changes,
         "training_pairs": train,
         "curves": curves.to_dict() if curves else None,
     }
