@@ -1,5 +1,6 @@
-"""The environment every benchmark runs Axolotl in: offline, no telemetry (Axolotl's posthog
-client hangs at exit without network unless tracking is off)."""
+"""The environment every benchmark and test (tests/conftest.py imports it) runs Axolotl in:
+offline, no telemetry (Axolotl's posthog client hangs at exit without network unless tracking
+is off)."""
 
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",

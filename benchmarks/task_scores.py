@@ -19,8 +19,8 @@ from pathlib import Path
 from axolotl_ipo.evaluation.metrics import (
     answer_words,
     length_matched_contains,
-    paired_bootstrap,
-    per_prompt_task,
+    task_changes,
+    task_scores,
 )
 
 
@@ -34,18 +34,19 @@ def analyse(directory: Path) -> dict:
     trained, trained_answers = read(directory / "predictions_trained.jsonl")
     if answers != trained_answers:
         raise SystemExit(f"{directory}: base and trained predictions are for different prompts")
-    before, after = per_prompt_task(base, answers), per_prompt_task(trained, answers)
     return {
         "run": str(directory),
         "prompts": len(answers),
         "words": (answer_words(base), answer_words(trained)),
-        "scores": {
-            key: (sum(before[key]) / len(answers), sum(after[key]) / len(answers),
-                  paired_bootstrap(before[key], after[key]))
-            for key in before
-        },
+        "base": task_scores(base, answers),
+        "trained": task_scores(trained, answers),
+        "changes": task_changes(base, trained, answers),
         "base_same_length_contains": length_matched_contains(base, trained, answers),
     }
+
+
+def interval(change: dict[str, float]) -> str:
+    return f"{change['change']:+.3f} [{change['low']:+.3f}, {change['high']:+.3f}]"
 
 
 def main() -> None:
@@ -54,20 +55,17 @@ def main() -> None:
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="ipo_eval directories")
     parser.add_argument("--json", type=Path)
-    results = [analyse(d) for d in parser.parse_args().dirs]
+    args = parser.parse_args()
+    results = [analyse(d) for d in args.dirs]
     print("| run | words base -> trained | contains base -> trained (change, 95% CI) | "
           "base cut to trained length: contains | exact change (95% CI) | F1 change (95% CI) |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        c, e, f = (r["scores"][k] for k in ("task_contains", "task_exact", "task_f1"))
-
-        def ci(s):
-            return f"{s[2]['change']:+.3f} [{s[2]['low']:+.3f}, {s[2]['high']:+.3f}]"
-
+        changes = r["changes"]
         print(f"| {r['run']} | {r['words'][0]:.1f} -> {r['words'][1]:.1f} | "
-              f"{c[0]:.3f} -> {c[1]:.3f} ({ci(c)}) | {r['base_same_length_contains']:.3f} | "
-              f"{ci(e)} | {ci(f)} |")
-    args = parser.parse_args()
+              f"{r['base']['task_contains']:.3f} -> {r['trained']['task_contains']:.3f} "
+              f"({interval(changes['task_contains'])}) | {r['base_same_length_contains']:.3f} | "
+              f"{interval(changes['task_exact'])} | {interval(changes['task_f1'])} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -87,12 +87,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--train-rows", type=int, default=NQ_TRAIN_ROWS)
     args = parser.parse_args()
+    if args.train_rows < NQ_TRAIN_ROWS:
+        parser.error(f"--train-rows must be at least {NQ_TRAIN_ROWS} (the demo's training split)")
     out = args.out
-    train, heldout = nq_open_split()
-    more, _ = nq_open_split(args.train_rows)
-    print(write_jsonl(out / "nq_open_train.jsonl", train))
-    if args.train_rows != NQ_TRAIN_ROWS:
-        print(write_jsonl(out / f"nq_open_train_{args.train_rows}.jsonl", more))
+    train, heldout = nq_open_split(args.train_rows)  # its first 128 rows: the demo's split
+    print(write_jsonl(out / "nq_open_train.jsonl", train[:NQ_TRAIN_ROWS]))
+    if args.train_rows > NQ_TRAIN_ROWS:
+        print(write_jsonl(out / f"nq_open_train_{args.train_rows}.jsonl", train))
     print(write_jsonl(out / "nq_open_heldout.jsonl", heldout))
     print(write_jsonl(out / "factual_summary_pairs.jsonl", factual_summary_pairs()))
 

@@ -4,17 +4,13 @@ from pathlib import Path
 
 import pytest
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "WANDB_MODE": "disabled",
-    "AXOLOTL_DO_NOT_TRACK": "1",
-    "DO_NOT_TRACK": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
-os.environ.update(OFFLINE_ENV)
 TESTS_DIR = Path(__file__).parent
 sys.path.insert(0, str(TESTS_DIR))
+sys.path.insert(1, str(TESTS_DIR.parent / "benchmarks"))  # the one offline environment
+
+from offline_env import OFFLINE_ENV  # noqa: E402
+
+os.environ.update(OFFLINE_ENV)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ __all__ = [
     "paired_bootstrap",
     "per_prompt_task",
     "preference_accuracy",
+    "task_changes",
     "task_scores",
     "token_f1",
 ]
@@ -159,3 +160,12 @@ def task_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) ->
     """Mean contains-answer, exact-match and token-F1 of greedy answers."""
     values = per_prompt_task(predictions, answers)
     return {key: sum(v) / max(len(v), 1) for key, v in values.items()}
+
+
+def task_changes(
+    before: Sequence[str], after: Sequence[str], answers: Sequence[Sequence[str]]
+) -> dict[str, dict[str, float]]:
+    """Per task metric: the change from the ``before`` to the ``after`` answers, with its
+    paired bootstrap 95% interval."""
+    old, new = per_prompt_task(before, answers), per_prompt_task(after, answers)
+    return {key: paired_bootstrap(old[key], new[key]) for key in old}

@@ -26,9 +26,8 @@ from .metrics import (
     implicit_margins,
     length_matched_contains,
     logprob_preference_accuracy,
-    paired_bootstrap,
-    per_prompt_task,
     preference_accuracy,
+    task_changes,
     task_scores,
 )
 from .scoring import AnswerScore, score_answers
@@ -155,15 +154,6 @@ def _metrics(name: str, policy: _Scores, ref: _Scores, held: HeldOut, seconds: f
     )
 
 
-def task_changes(base: _Scores, policy: _Scores, held: HeldOut) -> dict[str, dict] | None:
-    """Per task metric: the trained-minus-base change with a paired bootstrap 95% interval."""
-    if base.predictions is None or policy.predictions is None:
-        return None
-    before = per_prompt_task(base.predictions, held.answers)
-    after = per_prompt_task(policy.predictions, held.answers)
-    return {key: paired_bootstrap(before[key], after[key]) for key in before}
-
-
 def _write_predictions(path: Path, held: HeldOut, scores: _Scores) -> None:
     if scores.predictions is None:
         return
@@ -249,7 +239,8 @@ def evaluate_model(
         policy_model = load_trained(base_model, trained, trust)
         policy = _score(policy_model, tokenizer, held, settings, max_length)
         results.append(_metrics("trained", policy, base, held, time.perf_counter() - started))
-        changes = task_changes(base, policy, held)
+        if base.predictions is not None and policy.predictions is not None:
+            changes = task_changes(base.predictions, policy.predictions, held.answers)
         _write_predictions(out_dir / "predictions_trained.jsonl", held, policy)
         if train_pairs:
             train_policy = _pair_scores(policy_model, tokenizer, train_pairs, settings, max_length)
