@@ -66,14 +66,6 @@ class Mode:
         return cpu if self.self_test else gpu
 
 
-def set_offline() -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from offline_env import OFFLINE_ENV
-
-    os.environ.update(OFFLINE_ENV)
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
 def model_dirs(work: Path) -> dict[str, Path]:
     return {name: work / "models" / name for name in ("smollm2", "llama1b")}
 
@@ -112,7 +104,9 @@ def step_env(mode: Mode, work: Path) -> tuple[str, dict]:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
             versions[name] = None
-    numbers = {"python": sys.version.split()[0], "versions": versions}
+    offline = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
+                                                 "TRANSFORMERS_OFFLINE", "WANDB_MODE")}
+    numbers = {"python": sys.version.split()[0], "versions": versions, "offline": offline}
     if mode.self_test:
         return f"self-test on CPU, torch {versions['torch']}", numbers
     if not torch.cuda.is_available():
@@ -376,7 +370,6 @@ TIER1 = tuple(list(STEPS)[:7])
 
 
 def run_step(step: str, mode: Mode, work: Path) -> int:
-    set_offline()
     started = time.perf_counter()
     numbers: dict = {}
     try:

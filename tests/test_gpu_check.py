@@ -22,8 +22,13 @@ SCRIPT = REPO / "scripts" / "gpu_check.sh"
 TIER2 = list(gpu_check_tier2.NEEDS)
 
 
+OFFLINE = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "WANDB_MODE")
+
+
 def run_script(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+    """The script as on the GPU machine: none of the offline variables set by the caller."""
+    inherited = {k: v for k, v in os.environ.items() if k not in OFFLINE}
+    full_env = {**inherited, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
                 "GPU_CHECK_WORK": str(tmp_path / "work"), **env}
     return subprocess.run(["bash", str(SCRIPT), *args], env=full_env, capture_output=True,
                           text=True, timeout=1500)
@@ -59,6 +64,9 @@ def test_self_test_passes_every_step_it_can_run(self_test):
 @pytest.mark.e2e
 def test_self_test_numbers(self_test):
     _, results, _ = self_test
+    offline = results["env"]["numbers"]["offline"]
+    assert offline == {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                       "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled"}, "set by the script"
     sampler = results["sampler-smollm2"]["numbers"]
     assert sampler["tokens"] > 0 and sampler["naive_tokens"] > 0 and sampler["batch_size"] == 4
     assert sampler["speedup"] == round(sampler["tokens_per_s"] / sampler["naive_tokens_per_s"], 2)

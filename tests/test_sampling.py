@@ -127,7 +127,7 @@ def test_checkpoint_generation_defaults_ignored(model_dir, tmp_path):
 def test_vllm_import_never_fails_and_errors_clearly(monkeypatch):
     mod = importlib.import_module("axolotl_ipo.sampling.vllm_backend")
     monkeypatch.setattr(mod, "vllm_available", lambda: False)
-    with pytest.raises(RuntimeError, match="pip install vllm") as err:
+    with pytest.raises(RuntimeError, match=r"install 'axolotl-ipo\[vllm\]' with your torch") as err:
         load_generator("vllm", "some/model")
     assert "rejection_sampling.backend: transformers" in str(err.value)
     monkeypatch.setattr(mod, "vllm_available", lambda: True)

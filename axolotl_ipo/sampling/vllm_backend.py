@@ -27,9 +27,9 @@ def vllm_available() -> bool:
 def _require_vllm() -> Any:
     if not vllm_available():
         raise RuntimeError(
-            "rejection_sampling.backend: vllm needs vLLM, which is not installed: pip install vllm "
-            "(or pip install 'axolotl-ipo[vllm]'), or set `rejection_sampling.backend: "
-            "transformers`"
+            "rejection_sampling.backend: vllm needs vLLM, which is not installed: pip install "
+            "'axolotl-ipo[vllm]' with your torch held (docs/gpu.md, \"Installing vLLM\"), or "
+            "set `rejection_sampling.backend: transformers`"
         )
     import torch
 
