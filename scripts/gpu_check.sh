@@ -35,52 +35,60 @@ mkdir -p "$work"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled \
   AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"   # one GPU, even on a bigger node
-if [ -n "${OUT:-}" ]; then
-  mkdir -p "$OUT"
-  exec > >(tee "$OUT/gpu_check.log") 2>&1
-fi
-
 # name:timeout in seconds, in run order
 steps=(env:60 models:150 sampler-smollm2:120 sampler-llama1b:120 ranks:120
   trl-ipo-smollm2:120 trl-ipo-llama1b-lora:150
   axolotl-lora:200 axolotl-qlora:200 axolotl-zero2:200 axolotl-vllm:300)
 
-echo "gpu_check ${self_test:-on GPU}: work $work, budget ${budget}s, $("$python" --version 2>&1)"
-[ -z "$self_test" ] && nvidia-smi --query-gpu=name,memory.total,driver_version \
-  --format=csv,noheader 2>/dev/null
-start=$SECONDS
-for entry in "${steps[@]}"; do
-  name="${entry%%:*}"
-  limit=$(("${entry##*:}" * scale))
-  if [ -n "${GPU_CHECK_STEPS:-}" ] && [[ " $GPU_CHECK_STEPS " != *" $name "* ]]; then
-    continue
-  fi
-  left=$((budget - (SECONDS - start) - 10))
-  [ "$left" -lt "$limit" ] && limit="$left"
-  if [ "$limit" -lt 15 ]; then
-    printf '%s\tSKIP\ttime budget of %ss spent\t0\n' "$name" "$budget" >>"$work/steps.tsv"
-    echo "== $name: SKIP: time budget of ${budget}s spent"
-    continue
-  fi
+run_step() {  # NAME LIMIT: one step under its timeout, its line appended to steps.tsv
+  local name="$1" limit="$2" t0=$SECONDS rc status reason=""
   echo "== $name (timeout ${limit}s)"
-  t0=$SECONDS
   timeout --kill-after=10 "$limit" "$python" scripts/gpu_check.py "$name" --work "$work" $self_test
   rc=$?
   case $rc in
-    0) status=PASS reason="" ;;
-    3) status=SKIP reason="" ;;
+    0) status=PASS ;;
+    3) status=SKIP ;;
     124 | 137) status=FAIL reason="timed out after ${limit}s" ; echo "== $name: FAIL: $reason" ;;
     *) status=FAIL reason="exit $rc" ;;
   esac
   printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$reason" "$((SECONDS - t0))" >>"$work/steps.tsv"
-done
+}
 
-echo
-echo "gpu_check finished in $((SECONDS - start))s"
-"$python" scripts/gpu_check.py report --work "$work" ${OUT:+--out "$OUT"}
-case $? in
-  0) exit 0 ;;
-  4) exit 1 ;;  # a step failed
-  *) cat "$work/steps.tsv"  # the report itself broke: the raw results
-     if grep -q $'\tFAIL\t' "$work/steps.tsv"; then exit 1; fi ;;
-esac
+run_all() {
+  echo "gpu_check ${self_test:-on GPU}: work $work, budget ${budget}s, $("$python" --version 2>&1)"
+  [ -z "$self_test" ] && nvidia-smi --query-gpu=name,memory.total,driver_version \
+    --format=csv,noheader 2>/dev/null
+  start=$SECONDS
+  for entry in "${steps[@]}"; do
+    name="${entry%%:*}"
+    limit=$(("${entry##*:}" * scale))
+    if [ -n "${GPU_CHECK_STEPS:-}" ] && [[ " $GPU_CHECK_STEPS " != *" $name "* ]]; then
+      continue
+    fi
+    left=$((budget - (SECONDS - start) - 10))
+    [ "$left" -lt "$limit" ] && limit="$left"
+    if [ "$limit" -lt 15 ]; then
+      printf '%s\tSKIP\ttime budget of %ss spent\t0\n' "$name" "$budget" >>"$work/steps.tsv"
+      echo "== $name: SKIP: time budget of ${budget}s spent"
+      continue
+    fi
+    run_step "$name" "$limit"
+  done
+
+  echo
+  echo "gpu_check finished in $((SECONDS - start))s"
+  "$python" scripts/gpu_check.py report --work "$work" ${OUT:+--out "$OUT"}
+  case $? in
+    0) return 0 ;;
+    4) return 1 ;;  # a step failed
+    *) cat "$work/steps.tsv"  # the report itself broke: the raw results
+       if grep -q $'\tFAIL\t' "$work/steps.tsv"; then return 1; fi ;;
+  esac
+}
+
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  run_all 2>&1 | tee "$OUT/gpu_check.log"
+  exit "${PIPESTATUS[0]}"
+fi
+run_all
