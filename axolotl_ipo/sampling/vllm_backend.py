@@ -89,7 +89,9 @@ def _environment(overrides: dict[str, str]) -> Iterator[None]:
 
 class VLLMGenerator:
     """Samples with ``vllm.LLM.generate``. Each prompt gets its own seed derived from the
-    batch seed and its position, so results do not depend on vLLM's internal batching.
+    batch seed and its position, so the random draws do not depend on vLLM's internal batching;
+    the logits they are drawn from still can, unless vLLM runs batch-invariant
+    (``VLLM_BATCH_INVARIANT=1``, docs/gpu.md).
     Prompts are passed as token ids (tokenized without special tokens, like the
     transformers backend), so a BOS is never added twice.
 
