@@ -1,9 +1,16 @@
-"""Ranks, world size and barriers, plus the fix that lets CPU-only ranks train one model."""
+"""Ranks, world size, the wait between sampling ranks, and the fix that lets CPU-only ranks
+train one model."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+LOG = logging.getLogger("axolotl_ipo")
 
 
 def world_size() -> int:
@@ -37,10 +44,36 @@ def fix_cpu_device_map(cfg: MutableMapping) -> None:
         cfg["device_map"] = None
 
 
-def barrier() -> None:
-    """Wait for every rank (a no-op on a single process)."""
-    if world_size() == 1:
-        return
-    from accelerate import PartialState
+def store_barrier(
+    store: Any, rank: int, world_size: int, poll_s: float = 2.0, report_s: float = 300.0
+) -> Callable[[], None]:
+    """The barrier of a multi-rank sampling run, kept on the pair store's files, not on NCCL.
 
-    PartialState().wait_for_everyone()
+    Ranks finish sampling at different times, hours apart on a large dataset; a collective
+    barrier would abort the job once the slowest rank is more than the process group's timeout
+    (Axolotl's default 1800 s) behind. Instead rank 0 waits until every planned batch is
+    committed (then merges) and the other ranks wait until the store is complete. No timeout:
+    a rank that dies ends the launch (torchrun stops the other ranks). The store must be on a
+    filesystem every rank sees, as the merge already requires."""
+    if world_size <= 1:
+        return lambda: None
+
+    def missing() -> int:
+        if store.is_complete():
+            return 0
+        if rank != 0:
+            return -1  # unknown: waiting for rank 0's merge
+        plan = json.loads((store.dir / "plan.json").read_text(encoding="utf-8"))
+        return len(set(range(int(plan["batches"]))) - store.done_batches())
+
+    def wait() -> None:
+        started = reported = time.monotonic()
+        while (left := missing()) != 0:
+            if time.monotonic() - reported >= report_s:
+                reported = time.monotonic()
+                what = f"{left} batch(es) from other ranks" if left > 0 else "rank 0's merge"
+                LOG.info("rank %d: waiting %.0f s so far for %s in %s", rank,
+                         reported - started, what, store.dir)
+            time.sleep(poll_s)
+
+    return wait

@@ -112,20 +112,21 @@ def build_pairs_for_config(
         "sequence_len": cfg.get("sequence_len"),
     }
     store = PairStore.open(Path(output_dir) if output_dir else store_root(cfg, args), parts)
+    rank, world_size = distributed.rank(), distributed.world_size()
     result = build_pairs(
         examples,
         tokenizer,
         lambda: load_generator(args.backend, generator_path, **options),
         settings,
         store,
-        rank=distributed.rank(),
-        world_size=distributed.world_size(),
+        rank=rank,
+        world_size=world_size,
         sequence_len=cfg.get("sequence_len"),
-        barrier=distributed.barrier,
-        progress=progress and distributed.rank() == 0,
+        barrier=distributed.store_barrier(store, rank, world_size),
+        progress=progress and rank == 0,
         invalid_rows=invalid,
     )
-    if distributed.rank() == 0:
+    if rank == 0:
         print(f"{result.summary.format()}\npairs: {result.path}", flush=True)
     return result
 

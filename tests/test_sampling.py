@@ -127,7 +127,7 @@ def test_checkpoint_generation_defaults_ignored(model_dir, tmp_path):
 def test_vllm_import_never_fails_and_errors_clearly(monkeypatch):
     mod = importlib.import_module("axolotl_ipo.sampling.vllm_backend")
     monkeypatch.setattr(mod, "vllm_available", lambda: False)
-    with pytest.raises(RuntimeError, match="pip install vllm") as err:
+    with pytest.raises(RuntimeError, match=r"install 'axolotl-ipo\[vllm\]' with your torch") as err:
         load_generator("vllm", "some/model")
     assert "rejection_sampling.backend: transformers" in str(err.value)
     monkeypatch.setattr(mod, "vllm_available", lambda: True)
@@ -143,7 +143,20 @@ def test_vllm_on_this_machine_says_which_key_to_change():
         load_generator("vllm", "some/model")
 
 
-def test_vllm_backend_plumbing_with_fake_vllm(monkeypatch, gen):
+class _MistralLikeTokenizer:
+    """What vLLM's default tokenizer mode returns for a repo in Mistral's own format
+    (mistral-common): no `unk_token_id`, and it does not read `[INST]` in text as a token."""
+
+    eos_token_id = 2
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}  # a different encoding than the HF one
+
+    def convert_tokens_to_ids(self, token):
+        return 0
+
+
+def test_vllm_backend_plumbing_with_fake_vllm(monkeypatch, gen, model_dir):
     calls = {}
 
     class FakeParams:
@@ -155,7 +168,7 @@ def test_vllm_backend_plumbing_with_fake_vllm(monkeypatch, gen):
             calls["llm"] = kw
 
         def get_tokenizer(self):
-            return gen.tokenizer
+            return _MistralLikeTokenizer()
 
         def generate(self, inputs, params, use_tqdm):
             calls["inputs"], calls["params"] = inputs, params
@@ -168,22 +181,35 @@ def test_vllm_backend_plumbing_with_fake_vllm(monkeypatch, gen):
     monkeypatch.setattr(mod, "vllm_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     g = load_generator(
-        "vllm", "/m", max_model_len=128, gpu_memory_utilization=0.5, tensor_parallel_size=2
+        "vllm", model_dir, max_model_len=128, gpu_memory_utilization=0.5, tensor_parallel_size=2
     )
-    assert g.name == "vllm:/m" and calls["llm"]["max_model_len"] == 128
+    assert g.name == f"vllm:{model_dir}" and calls["llm"]["max_model_len"] == 128
     assert calls["llm"]["gpu_memory_utilization"] == 0.5
     assert calls["llm"]["tensor_parallel_size"] == 2
+    assert calls["llm"]["tokenizer_mode"] == "hf", "never mistral-common's tokenizer"
     ps = prompts(gen, 2)
-    res = g.generate(ps, SamplingSettings(max_new_tokens=9, temperature=0.5, top_p=0.9), seed=11)
+    settings = SamplingSettings(max_new_tokens=9, temperature=0.5, top_p=0.9,
+                                stop_tokens=("<|im_start|>",))
+    res = g.generate(ps, settings, seed=11)
     assert res == [Completion("hi", 3, "stop")] * 2
     assert (
         calls["inputs"][0]["prompt_token_ids"]
         == gen.tokenizer(ps[0], add_special_tokens=False)["input_ids"]
-    )
+    ), "prompts encoded by the checkpoint's HF tokenizer, as the chat template rendered them"
     kw = [p.kw for p in calls["params"]]
     assert kw[0]["seed"] == derive_seed(11, 0) and kw[1]["seed"] == derive_seed(11, 1)
     assert kw[0]["max_tokens"] == 9 and kw[0]["top_p"] == 0.9 and kw[0]["temperature"] == 0.5
-    assert kw[0]["stop_token_ids"] == [gen.tokenizer.eos_token_id]
+    im_start = gen.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert kw[0]["stop_token_ids"] == [gen.tokenizer.eos_token_id, im_start]
+
+
+def test_stop_tokens_with_a_tokenizer_without_unk_token_id():
+    from axolotl_ipo.sampling.base import stop_token_ids
+
+    tokenizer = types.SimpleNamespace(convert_tokens_to_ids={"<end>": 7}.get)
+    assert stop_token_ids(tokenizer, [2], ("<end>",), "/m") == [2, 7]
+    with pytest.raises(ValueError, match="'<nope>' is not a single token"):
+        stop_token_ids(tokenizer, [2], ("<nope>",), "/m")
 
 
 def test_model_fingerprint(model_dir, tmp_path):
@@ -245,11 +271,11 @@ def fake_vllm(monkeypatch, gen):
     return engine
 
 
-def test_vllm_engine_runs_on_this_ranks_gpu_and_shuts_down(monkeypatch, fake_vllm):
+def test_vllm_engine_runs_on_this_ranks_gpu_and_shuts_down(monkeypatch, fake_vllm, model_dir):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
-    g = load_generator("vllm", "/m")
+    g = load_generator("vllm", model_dir)
     assert fake_vllm.seen_env == {
         "CUDA_VISIBLE_DEVICES": "6", "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "4,6", "the rank's own view is restored"
@@ -258,19 +284,19 @@ def test_vllm_engine_runs_on_this_ranks_gpu_and_shuts_down(monkeypatch, fake_vll
     assert fake_vllm.shutdowns == 1 and g.llm is None
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    load_generator("vllm", "/m")
+    load_generator("vllm", model_dir)
     assert fake_vllm.seen_env["CUDA_VISIBLE_DEVICES"] == "1"
     monkeypatch.setenv("WORLD_SIZE", "1")
-    load_generator("vllm", "/m")
+    load_generator("vllm", model_dir)
     assert fake_vllm.seen_env["CUDA_VISIBLE_DEVICES"] is None, "one process: vLLM's own choice"
 
 
-def test_vllm_tensor_parallel_needs_a_single_process(monkeypatch, fake_vllm):
+def test_vllm_tensor_parallel_needs_a_single_process(monkeypatch, fake_vllm, model_dir):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match=r"rejection_sampling\.tensor_parallel_size: 2 needs"):
-        load_generator("vllm", "/m", tensor_parallel_size=2)
+        load_generator("vllm", model_dir, tensor_parallel_size=2)
     monkeypatch.setenv("WORLD_SIZE", "1")
-    load_generator("vllm", "/m", tensor_parallel_size=2)
+    load_generator("vllm", model_dir, tensor_parallel_size=2)
 
 
 def test_transformers_sampler_loads_a_whole_copy_under_zero3(model_dir, gen):

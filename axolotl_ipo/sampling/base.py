@@ -56,9 +56,10 @@ def stop_token_ids(
 ) -> list[int]:
     """The generator's EOS ids plus each extra stop token (which must be a single token)."""
     ids = list(eos_ids)
+    unknown = getattr(tokenizer, "unk_token_id", None)  # not every tokenizer has one
     for token in stop_tokens:
         token_id = tokenizer.convert_tokens_to_ids(token)
-        if token_id is None or token_id == tokenizer.unk_token_id:
+        if token_id is None or token_id == unknown:
             raise ValueError(
                 f"stop token {token!r} is not a single token of the generator's tokenizer "
                 f"({model_path}); use a token from its vocabulary"

@@ -27,9 +27,9 @@ def vllm_available() -> bool:
 def _require_vllm() -> Any:
     if not vllm_available():
         raise RuntimeError(
-            "rejection_sampling.backend: vllm needs vLLM, which is not installed: pip install vllm "
-            "(or pip install 'axolotl-ipo[vllm]'), or set `rejection_sampling.backend: "
-            "transformers`"
+            "rejection_sampling.backend: vllm needs vLLM, which is not installed: pip install "
+            "'axolotl-ipo[vllm]' with your torch held (docs/gpu.md, \"Installing vLLM\"), or "
+            "set `rejection_sampling.backend: transformers`"
         )
     import torch
 
@@ -67,6 +67,12 @@ def rank_gpu_env() -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": devices[local_rank], "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
 
 
+def _hf_tokenizer(path: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
 @contextlib.contextmanager
 def _environment(overrides: dict[str, str]) -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in overrides}
@@ -83,9 +89,17 @@ def _environment(overrides: dict[str, str]) -> Iterator[None]:
 
 class VLLMGenerator:
     """Samples with ``vllm.LLM.generate``. Each prompt gets its own seed derived from the
-    batch seed and its position, so results do not depend on vLLM's internal batching.
+    batch seed and its position, so the random draws do not depend on vLLM's internal batching;
+    the logits they are drawn from still can, unless vLLM runs batch-invariant
+    (``VLLM_BATCH_INVARIANT=1``, docs/gpu.md).
     Prompts are passed as token ids (tokenized without special tokens, like the
-    transformers backend), so a BOS is never added twice."""
+    transformers backend), so a BOS is never added twice.
+
+    Prompts are encoded with the checkpoint's Hugging Face tokenizer, the one the chat template
+    rendered them for, and the engine runs with ``tokenizer_mode="hf"``: vLLM's default picks
+    mistral-common's tokenizer for repos that ship Mistral's own format (consolidated weights
+    plus ``tekken.json`` or ``tokenizer.model.v*``), which has no ``unk_token_id`` and does not
+    read ``[INST]`` in rendered text as the control token."""
 
     def __init__(
         self,
@@ -117,6 +131,7 @@ class VLLMGenerator:
             "dtype": dtype,
             "gpu_memory_utilization": gpu_memory_utilization,
             "tensor_parallel_size": tensor_parallel_size,
+            "tokenizer_mode": "hf",
             "trust_remote_code": trust_remote_code,
             "seed": 0,
             **llm_kwargs,
@@ -125,7 +140,7 @@ class VLLMGenerator:
             kwargs["max_model_len"] = max_model_len
         with _environment(rank_gpu_env()):
             self.llm = vllm.LLM(**kwargs)
-        self.tokenizer = self.llm.get_tokenizer()
+        self.tokenizer = _hf_tokenizer(kwargs["tokenizer"], trust_remote_code)
 
     def stop_ids(self, settings: SamplingSettings) -> list[int]:
         eos = self.tokenizer.eos_token_id

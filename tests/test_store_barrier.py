@@ -1,0 +1,91 @@
+"""The wait between sampling ranks is kept on the pair store's files: a rank far behind never
+trips a collective timeout, and rank 0 merges only once every batch is committed."""
+
+import hashlib
+import logging
+import threading
+import time
+
+import pytest
+
+from axolotl_ipo import distributed
+from axolotl_ipo.pairs import build_pairs
+from axolotl_ipo.sampling import Completion, SamplingSettings
+from axolotl_ipo.sft import extract_examples
+from axolotl_ipo.store import PairStore
+
+SETTINGS = SamplingSettings(max_new_tokens=4, temperature=1.0, batch_size=2, seed=5)
+
+
+class SlowGenerator:
+    """Deterministic in (prompt, seed); `delay` seconds per batch."""
+
+    name = "fake:slow"
+
+    def __init__(self, delay: float):
+        self.delay = delay
+
+    def generate(self, prompts, settings, seed):
+        time.sleep(self.delay)
+        return [Completion(f"answer {hashlib.sha256(f'{p}|{seed}'.encode()).hexdigest()[:8]}",
+                           3, "stop") for p in prompts]
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def examples():
+    rows = [{"instruction": f"question {i} " + "word " * (i % 4), "output": f"gold {i}"}
+            for i in range(7)]
+    return extract_examples(rows, "alpaca", "data.jsonl")[0]
+
+
+def run_rank(tokenizer, store, rank, world, delay, barrier):
+    return build_pairs(examples(), tokenizer, lambda: SlowGenerator(delay), SETTINGS, store,
+                       rank=rank, world_size=world, barrier=barrier, progress=False)
+
+
+def test_ranks_wait_on_the_store_and_match_one_rank(tmp_path, tokenizer):
+    single = run_rank(tokenizer, PairStore.open(tmp_path / "one", {"k": 1}), 0, 1, 0.0, None)
+    store = PairStore.open(tmp_path / "two", {"k": 1})
+    results = {}
+
+    def rank(r, delay):
+        barrier = distributed.store_barrier(store, r, 2, poll_s=0.01)
+        results[r] = run_rank(tokenizer, store, r, 2, delay, barrier)
+
+    slow = threading.Thread(target=rank, args=(1, 0.4))  # rank 1 far behind rank 0
+    slow.start()
+    rank(0, 0.0)  # merges only after rank 1's last batch
+    slow.join(timeout=30)
+    assert store.is_complete() and set(results) == {0, 1}
+    assert results[0].path.read_bytes() == single.path.read_bytes()
+    assert results[1].summary.pairs_out == results[0].summary.pairs_out == 7
+
+
+def test_without_the_wait_rank_0_would_merge_too_early(tmp_path, tokenizer):
+    store = PairStore.open(tmp_path / "two", {"k": 1})
+    with pytest.raises(RuntimeError, match="did every rank finish sampling"):
+        run_rank(tokenizer, store, 0, 2, 0.0, lambda: None)
+
+
+def test_one_rank_never_waits(tmp_path):
+    store = PairStore(tmp_path, "k")  # nothing committed, no plan: a wait would never end
+    distributed.store_barrier(store, 0, 1)()
+
+
+def test_a_long_wait_is_reported(tmp_path, caplog):
+    store = PairStore.open(tmp_path, {"k": 1})
+    wait = distributed.store_barrier(store, 1, 2, poll_s=0.01, report_s=0.0)
+    threading.Timer(0.1, lambda: (store.pairs_path.write_text(""),
+                                  store.complete_path.write_text("k\n"))).start()
+    with caplog.at_level(logging.INFO, logger="axolotl_ipo"):
+        wait()
+    assert "rank 1: waiting" in caplog.text and "for rank 0's merge" in caplog.text
