@@ -38,8 +38,19 @@ def fix_cpu_device_map(cfg: MutableMapping) -> None:
 
 
 def barrier() -> None:
-    """Wait for every rank (a no-op on a single process)."""
+    """Wait for every rank (a no-op on a single process).
+
+    On CPU-only ranks Accelerate's default state is not distributed before training (Axolotl
+    creates it without `cpu=True`), so its `wait_for_everyone` would return at once: there the
+    ranks meet in a gloo process group, which Accelerate reuses when training starts."""
     if world_size() == 1:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized() and not cuda_available():
+        dist.init_process_group("gloo")
+    if dist.is_initialized():
+        dist.barrier()
         return
     from accelerate import PartialState
 
