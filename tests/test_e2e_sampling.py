@@ -128,3 +128,10 @@ def test_a_check_that_raises_on_a_row_is_reported_and_counted(tiny_model_dir, tm
     assert "raised on 1 row(s), skipped and counted" in log
     assert "sft.jsonl', row 2: ValueError: cannot judge this one" in log
     assert "check errors                    1" in log and "pairs out                       7" in log
+
+
+def test_an_unknown_check_is_one_line_before_anything_loads(tiny_model_dir, tmp_path):
+    code, log = preprocess(tiny_model_dir, tmp_path / "bad", answer_check="nosuch")
+    assert code != 0 and "Traceback" not in log
+    (line,) = [x for x in log.splitlines() if "nosuch" in x]
+    assert line.startswith("axolotl-ipo: rejection_sampling.answer_check: unknown check 'nosuch'")
