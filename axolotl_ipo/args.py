@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from axolotl_ipo.checks import load_check
 
 
 class RejectionSamplingArgs(BaseModel):
-    """How rejected answers are sampled for SFT datasets (chosen = the gold answer)."""
+    """How rejected answers are sampled for SFT datasets and judged against the gold answer."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -57,6 +59,57 @@ class RejectionSamplingArgs(BaseModel):
         description="vLLM only: the fraction of each GPU's memory its engine may take (weights + "
         "KV cache) while sampling; freed before training.",
     )
+    answer_check: str = Field(
+        default="none",
+        description="How a sample is judged against the gold answers; a sample judged right is "
+        "never a rejected answer. `none`: no check (only a sample identical to the chosen "
+        "answer is left out); `normalized`: equal after SQuAD normalisation (case, punctuation, "
+        "articles); `contains`: a gold answer appears in it as whole words; `number`: its last "
+        "number equals the gold answer's (1,000 = 1000, 3.0 = 3, $5 = 5, '9 apples' = 9); "
+        "`module:function` on your PYTHONPATH, called as fn(prompt_messages, gold, sample) -> "
+        "bool (True = right; gold is the list of acceptable answers, the row's gold answer "
+        "first). A row on which the check raises is skipped and counted.",
+    )
+    answers_field: str | None = Field(
+        default="answers",
+        description="Column with a row's acceptable answers (a string or a list of strings, as "
+        "NQ-open's `answers`); the checks accept any of them as well as the gold answer. Rows "
+        "without it are judged against the gold answer alone; null ignores the column.",
+    )
+    num_samples: int = Field(
+        default=1,
+        ge=1,
+        description="Samples per prompt; the pair takes the first sample judged wrong. Prompts "
+        "whose samples are all right are dropped and counted as already solved. Sample k of a "
+        "batch is seeded from (seed, batch, k), so pairs do not depend on the number of ranks.",
+    )
+    chosen: Literal["gold", "correct_sample"] = Field(
+        default="gold",
+        description="`gold`: the dataset's answer is the chosen one. `correct_sample`: the first "
+        "sample judged right that ended on its own (not cut at max_new_tokens) is chosen, the "
+        "gold answer only when there is none; each pair records which in `chosen_source`.",
+    )
+    truncated: Literal["keep", "drop"] = Field(
+        default="keep",
+        description="A sample cut at max_new_tokens: `keep` uses it as a rejected answer (stored "
+        "with the end token, as TRL appends EOS to every answer); `drop` never uses it, the next "
+        "wrong sample is taken instead and a prompt left without one is dropped and counted.",
+    )
+
+    @field_validator("answer_check")
+    @classmethod
+    def _loadable_check(cls, name: str) -> str:
+        load_check(name)  # one-line ValueError naming the key
+        return name
+
+    @model_validator(mode="after")
+    def _samples_differ(self) -> RejectionSamplingArgs:
+        if self.num_samples > 1 and self.temperature == 0:
+            raise ValueError(
+                f"rejection_sampling.num_samples: {self.num_samples} with temperature 0 draws the "
+                "same greedy answer every time; set temperature > 0 or num_samples: 1"
+            )
+        return self
 
 
 class IPOArgs(BaseModel):

@@ -35,11 +35,18 @@ def _is_ipo(cfg: MutableMapping) -> bool:
 
 
 def _format_validation_error(err: ValidationError) -> str:
+    """One line per mistake; a single mistake is a one-line message."""
     lines = []
     for item in err.errors():
         key = ".".join(str(part) for part in item["loc"])
-        lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
-    return "Invalid axolotl-ipo settings in your config:\n" + "\n".join(lines)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "value_error" and message.startswith("rejection_sampling."):
+            lines.append(message)  # our own validators already name the key and the fix
+        else:
+            lines.append(f"{key}: {message} (got {item.get('input')!r})")
+    if len(lines) == 1:
+        return lines[0]
+    return "Invalid axolotl-ipo settings in your config:\n" + "\n".join(f"  {x}" for x in lines)
 
 
 def _parse_plugin_keys(cfg: MutableMapping) -> IPOArgs:

@@ -6,7 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-from axolotl_ipo.pairs import normalise_answer, strip_end
+from axolotl_ipo.selection import normalise_answer, strip_end
 
 
 def read_pairs(path: Path) -> list[dict]:

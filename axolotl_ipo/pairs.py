@@ -1,8 +1,9 @@
-"""Build IPO preference pairs: chosen = gold answer, rejected = a sampled answer.
+"""Build IPO preference pairs: chosen = gold answer, rejected = a sampled answer judged wrong.
 
 Orchestration only: render prompts with the training tokenizer's chat template, plan
 batches globally (so results do not depend on the number of ranks), sample the batches
-this rank owns and are not in the store yet, commit each one, then merge on rank 0.
+this rank owns and are not in the store yet (up to ``num_samples`` rounds each, judged by
+:mod:`axolotl_ipo.selection`), commit each one, then merge on rank 0.
 Nothing here knows about Axolotl.
 """
 
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .sampling.base import Completion, Generator, SamplingSettings
+from .sampling.base import Generator, SamplingSettings
+from .selection import PairPolicy, PromptSamples
 from .sft import InvalidRow, PromptExample
 from .store import MergeStats, PairStore
 from .summary import PairsSummary
@@ -30,6 +32,7 @@ __all__ = [
     "make_pair_row",
     "plan_batches",
     "render_prompts",
+    "sample_prompts",
 ]
 
 logger = logging.getLogger("axolotl_ipo.pairs")
@@ -126,7 +129,10 @@ def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 def _plan_record(
-    prompts: Sequence[RenderedPrompt], plan: list[list[int]], settings: SamplingSettings
+    prompts: Sequence[RenderedPrompt],
+    plan: list[list[int]],
+    settings: SamplingSettings,
+    policy: PairPolicy,
 ) -> dict[str, Any]:
     digest = hashlib.sha256()
     for batch in plan:
@@ -139,53 +145,81 @@ def _plan_record(
         "prompts": len(prompts),
         "digest": digest.hexdigest(),
         "sampling": settings.to_dict(),
+        "pairs": policy.to_dict(),
     }
 
 
-def strip_end(text: str, end: str) -> str:
-    text = text.strip()
-    while end and text.endswith(end):
-        text = text[: -len(end)].rstrip()
-    return text
-
-
-def normalise_answer(text: str) -> str:
-    return " ".join(text.split())
+def sample_prompts(
+    generator: Generator,
+    batch: Sequence[RenderedPrompt],
+    settings: SamplingSettings,
+    policy: PairPolicy,
+    batch_index: int,
+    end: str,
+) -> tuple[list[PromptSamples], int]:
+    """Up to ``num_samples`` rounds over one batch: round k samples, with the seed of
+    (seed, batch, k), only the prompts that are not settled yet. Returns the judged samples per
+    prompt and the number of tokens generated."""
+    states = [
+        PromptSamples.start(p.example.prompt_messages, p.example.gold, p.example.answers, end)
+        for p in batch
+    ]
+    tokens = 0
+    for round_index in range(policy.num_samples):
+        todo = [i for i, state in enumerate(states) if not state.settled(policy)]
+        if not todo:
+            break
+        completions = generator.generate(
+            [batch[i].text for i in todo], settings, settings.sample_seed(batch_index, round_index)
+        )
+        if len(completions) != len(todo):
+            raise RuntimeError(
+                f"generator {generator.name} returned {len(completions)} completions "
+                f"for {len(todo)} prompts"
+            )
+        for i, completion in zip(todo, completions, strict=True):
+            states[i].judge(completion, policy, end)
+        tokens += sum(c.n_tokens for c in completions)
+    return states, tokens
 
 
 def make_pair_row(
     prompt: RenderedPrompt,
-    completion: Completion,
+    samples: PromptSamples,
     end_token: str,
     generator: str,
     settings: SamplingSettings,
+    policy: PairPolicy,
     *,
     keep_messages: bool = False,
 ) -> dict[str, Any]:
     """One pair row. Both answers are stripped of surrounding whitespace and a trailing
-    ``end_token`` and end with exactly one ``end_token``. A row that must not be used
-    gets a ``drop_reason`` (``empty_rejected`` or ``rejected_equals_chosen``)."""
-    chosen = strip_end(prompt.example.gold, end_token)
-    rejected = strip_end(completion.text, end_token)
-    drop = None
-    if not rejected:
-        drop = "empty_rejected"
-    elif normalise_answer(rejected) == normalise_answer(chosen):
-        drop = "rejected_equals_chosen"
+    ``end_token`` and end with exactly one ``end_token``. A row that must not be used gets a
+    ``drop_reason`` (see :meth:`PromptSamples.rejected`); it shows its first sample."""
+    chosen, chosen_source = samples.chosen(policy)
+    position, drop = samples.rejected(chosen, policy)
+    shown = samples.samples[position or 0]
     row: dict[str, Any] = {
         "prompt": prompt.text,
         "chosen": chosen + end_token,
-        "rejected": rejected + end_token,
+        "rejected": shown.text + end_token,
         "source": prompt.example.source,
         "row": prompt.example.row,
         "index": prompt.index,
         "generator": generator,
         "sampling": settings.to_dict(),
-        "rejected_tokens": completion.n_tokens,
-        "finish_reason": completion.finish_reason,
+        "rejected_tokens": shown.completion.n_tokens,
+        "finish_reason": shown.completion.finish_reason,
+        "chosen_source": chosen_source,
+        "rejected_sample": position or 0,
+        "samples": len(samples.samples),
+        "samples_right": sum(s.right is True for s in samples.samples),
+        "sample_tokens": sum(s.completion.n_tokens for s in samples.samples),
     }
     if keep_messages:
         row["prompt_messages"] = prompt.example.prompt_messages
+    if samples.error is not None:
+        row["check_error"] = samples.error
     if drop:
         row["drop_reason"] = drop
     return row
@@ -214,6 +248,21 @@ def _log_invalid(invalid: Sequence[InvalidRow]) -> None:
     )
 
 
+def _log_check_errors(rows: Sequence[dict], check: str) -> None:
+    failed = [r for r in rows if r.get("check_error")]
+    if failed:
+        shown = "; ".join(
+            f"dataset {r['source']!r}, row {r['row']}: {r['check_error']}" for r in failed[:3]
+        )
+        logger.warning(
+            "rejection_sampling.answer_check %r raised on %d row(s), skipped and counted; "
+            "first: %s",
+            check,
+            len(failed),
+            shown,
+        )
+
+
 def _progress(total: int, initial: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
@@ -225,6 +274,149 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
         disable=not enabled,
         dynamic_ncols=True,
     )
+
+
+@dataclass
+class _Job:
+    """The global work: rendered prompts, the batch plan, and the rows not used."""
+
+    prompts: list[RenderedPrompt]
+    plan: list[list[int]]
+    invalid: list[InvalidRow]
+    rows_in: int
+
+
+@dataclass
+class _Sampler:
+    """Samples and commits batches; loads the generator on first use."""
+
+    factory: Callable[[], Generator]
+    settings: SamplingSettings
+    policy: PairPolicy
+    end: str
+    store: PairStore
+    keep_messages: bool
+    generator: Generator | None = None
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def commit(self, index: int, batch: list[RenderedPrompt]) -> None:
+        if self.generator is None:
+            self.generator = self.factory()
+        started = time.perf_counter()
+        states, tokens = sample_prompts(
+            self.generator, batch, self.settings, self.policy, index, self.end
+        )
+        self.seconds += time.perf_counter() - started
+        self.tokens += tokens
+        rows = [
+            make_pair_row(
+                prompt,
+                state,
+                self.end,
+                self.generator.name,
+                self.settings,
+                self.policy,
+                keep_messages=self.keep_messages,
+            )
+            for prompt, state in zip(batch, states, strict=True)
+        ]
+        self.store.commit_batch(index, rows)
+
+    def close(self) -> None:
+        if self.generator is not None and hasattr(self.generator, "close"):
+            self.generator.close()
+
+
+def _cached_result(store: PairStore, started: float) -> PairsResult:
+    summary = PairsSummary.from_dict(store.read_summary() or {})
+    summary.cached = True
+    summary.batches_sampled = 0
+    summary.tokens_this_run = 0
+    summary.generation_seconds = 0.0
+    summary.wall_seconds = time.perf_counter() - started
+    return PairsResult(store.pairs_path, summary, store)
+
+
+def _prepare(
+    examples: Sequence[PromptExample],
+    tokenizer: Any,
+    sequence_len: int | None,
+    invalid_rows: Sequence[InvalidRow],
+    batch_size: int,
+) -> _Job:
+    prompts, too_long = render_prompts(examples, tokenizer, sequence_len)
+    invalid = [*invalid_rows, *too_long]
+    if not prompts:
+        first = f" First: {invalid[0].message}" if invalid else ""
+        raise ValueError(f"no usable rows to build pairs from ({len(invalid)} invalid).{first}")
+    plan = plan_batches([p.n_tokens for p in prompts], batch_size)
+    return _Job(prompts, plan, invalid, len(examples) + len(invalid_rows))
+
+
+def _sample_mine(job: _Job, mine: list[int], sampler: _Sampler, progress: bool) -> int:
+    """Sample this rank's batches that are not in the store yet; returns how many."""
+    done = sampler.store.done_batches()
+    todo = [i for i in mine if i not in done]
+    bar = _progress(
+        total=sum(len(job.plan[i]) for i in mine),
+        initial=sum(len(job.plan[i]) for i in mine if i in done),
+        enabled=progress,
+    )
+    try:
+        for index in todo:
+            sampler.commit(index, [job.prompts[pos] for pos in job.plan[index]])
+            bar.update(len(job.plan[index]))
+            rate = sampler.tokens / max(sampler.seconds, 1e-9)
+            bar.set_postfix_str(f"{rate:.0f} tok/s", refresh=False)
+    finally:
+        bar.close()
+        sampler.close()
+    return len(todo)
+
+
+def _summary(job: _Job, policy: PairPolicy, stats: MergeStats, rows: list[dict]) -> PairsSummary:
+    """The run summary from every shard row (earlier, interrupted runs included)."""
+    return PairsSummary(
+        rows_in=job.rows_in,
+        pairs_out=stats.kept,
+        invalid=dict(sorted(Counter(bad.kind for bad in job.invalid).items())),
+        dropped=stats.dropped,
+        batches=len(job.plan),
+        tokens_generated=sum(int(r.get("sample_tokens", 0)) for r in rows),
+        truncated=sum(r.get("finish_reason") == "length" for r in rows),
+        samples_judged=sum(int(r.get("samples", 0)) for r in rows),
+        samples_right=sum(int(r.get("samples_right", 0)) for r in rows),
+        answer_check=policy.answer_check,
+        generator=next((str(r["generator"]) for r in rows if r.get("generator")), ""),
+    )
+
+
+def _merge(store: PairStore, job: _Job, sampler: _Sampler, sampled: int, started: float) -> None:
+    def summary(stats: MergeStats, rows: list[dict]) -> dict[str, Any]:
+        _log_check_errors(rows, sampler.policy.answer_check)
+        merged = _summary(job, sampler.policy, stats, rows)
+        return _with_counters(merged, sampler, sampled, started).to_dict()
+
+    store.merge(len(job.plan), summary=summary, invalid=map(_invalid_record, job.invalid))
+
+
+def _with_counters(
+    summary: PairsSummary, sampler: _Sampler, sampled: int, started: float
+) -> PairsSummary:
+    """The summary with this process's own counters (batches, tokens, seconds of this run)."""
+    summary.batches_sampled = sampled
+    summary.tokens_this_run = sampler.tokens
+    summary.generation_seconds = sampler.seconds
+    summary.wall_seconds = time.perf_counter() - started
+    return summary
+
+
+def _check_ranks(rank: int, world_size: int, barrier: Callable[[], None] | None) -> None:
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+    if world_size > 1 and barrier is None:
+        raise ValueError("world_size > 1 needs a barrier callable")
 
 
 def build_pairs(
@@ -242,118 +434,44 @@ def build_pairs(
     invalid_rows: Sequence[InvalidRow] = (),
     end_token: str | None = None,
     keep_messages: bool = False,
+    policy: PairPolicy | None = None,
 ) -> PairsResult:
-    """Sample the rejected answers this rank owns, commit them, merge on rank 0.
+    """Cached? -> plan -> sample my batches -> merge on rank 0 -> summary.
 
     ``tokenizer`` must be the training tokenizer (its chat template renders the prompts).
     ``generator_factory`` is only called when this rank has batches left to sample, so a
     complete store never loads a model. ``barrier`` synchronises ranks (required when
     ``world_size > 1``). ``invalid_rows`` (from :func:`~axolotl_ipo.sft.extract_examples`)
     are counted in the summary and written to ``invalid.jsonl``. ``end_token`` (default
-    ``tokenizer.eos_token``) ends every chosen/rejected answer.
+    ``tokenizer.eos_token``) ends every chosen/rejected answer. ``policy`` (default: one
+    sample, check ``none``, gold chosen) says how samples become pairs.
     """
     started = time.perf_counter()
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-    if world_size > 1 and barrier is None:
-        raise ValueError("world_size > 1 needs a barrier callable")
-    sync = barrier or (lambda: None)
-
+    _check_ranks(rank, world_size, barrier)
     if store.is_complete():
-        summary = PairsSummary.from_dict(store.read_summary() or {})
-        summary.cached = True
-        summary.batches_sampled = 0
-        summary.tokens_this_run = 0
-        summary.generation_seconds = 0.0
-        summary.wall_seconds = time.perf_counter() - started
-        return PairsResult(store.pairs_path, summary, store)
-
+        return _cached_result(store, started)
     end = end_token if end_token is not None else tokenizer.eos_token
     if not end:
         raise ValueError("the training tokenizer has no eos_token; pass end_token explicitly")
-    prompts, too_long = render_prompts(examples, tokenizer, sequence_len)
-    invalid = [*invalid_rows, *too_long]
-    rows_in = len(examples) + len(invalid_rows)
-    if not prompts:
-        first = f" First: {invalid[0].message}" if invalid else ""
-        raise ValueError(f"no usable rows to build pairs from ({len(invalid)} invalid).{first}")
+    policy = policy or PairPolicy()
+    job = _prepare(examples, tokenizer, sequence_len, invalid_rows, settings.batch_size)
     if rank == 0:
-        _log_invalid(invalid)
+        _log_invalid(job.invalid)
+    store.ensure_plan(_plan_record(job.prompts, job.plan, settings, policy))
 
-    plan = plan_batches([p.n_tokens for p in prompts], settings.batch_size)
-    store.ensure_plan(_plan_record(prompts, plan, settings))
-    done = store.done_batches()
-    mine = [i for i in range(len(plan)) if i % world_size == rank]
-    todo = [i for i in mine if i not in done]
-
-    generator: Generator | None = None
-    generator_name = ""
-    tokens = 0
-    gen_seconds = 0.0
-    bar = _progress(
-        total=sum(len(plan[i]) for i in mine),
-        initial=sum(len(plan[i]) for i in mine if i in done),
-        enabled=progress and rank == 0,
-    )
-    try:
-        for index in todo:
-            if generator is None:
-                generator = generator_factory()
-                generator_name = generator.name
-            batch = [prompts[pos] for pos in plan[index]]
-            t0 = time.perf_counter()
-            completions = generator.generate(
-                [p.text for p in batch], settings, settings.batch_seed(index)
-            )
-            gen_seconds += time.perf_counter() - t0
-            if len(completions) != len(batch):
-                raise RuntimeError(
-                    f"generator {generator_name} returned {len(completions)} completions "
-                    f"for {len(batch)} prompts"
-                )
-            rows = [
-                make_pair_row(p, c, end, generator_name, settings, keep_messages=keep_messages)
-                for p, c in zip(batch, completions, strict=True)
-            ]
-            store.commit_batch(index, rows)
-            tokens += sum(c.n_tokens for c in completions)
-            bar.update(len(batch))
-            bar.set_postfix_str(f"{tokens / max(gen_seconds, 1e-9):.0f} tok/s", refresh=False)
-    finally:
-        bar.close()
-        if generator is not None and hasattr(generator, "close"):
-            generator.close()
-
-    def make_summary(stats: MergeStats, all_rows: list[dict]) -> dict[str, Any]:
-        return PairsSummary(
-            rows_in=rows_in,
-            pairs_out=stats.kept,
-            invalid=dict(sorted(Counter(bad.kind for bad in invalid).items())),
-            dropped=stats.dropped,
-            batches=len(plan),
-            batches_sampled=len(todo),
-            tokens_generated=sum(int(r.get("rejected_tokens", 0)) for r in all_rows),
-            truncated=sum(r.get("finish_reason") == "length" for r in all_rows),
-            tokens_this_run=tokens,
-            generation_seconds=gen_seconds,
-            wall_seconds=time.perf_counter() - started,
-            generator=next((str(r["generator"]) for r in all_rows if r.get("generator")), ""),
-        ).to_dict()
-
+    sampler = _Sampler(generator_factory, settings, policy, end, store, keep_messages)
+    mine = [i for i in range(len(job.plan)) if i % world_size == rank]
+    sampled = _sample_mine(job, mine, sampler, progress and rank == 0)
+    sync = barrier or (lambda: None)
     sync()
     if rank == 0:
-        store.merge(len(plan), summary=make_summary, invalid=map(_invalid_record, invalid))
+        _merge(store, job, sampler, sampled, started)
     sync()
 
     recorded = store.read_summary() if store.is_complete() else None
-    if recorded is not None:
-        summary = PairsSummary.from_dict(recorded)
-    else:  # only when ranks are simulated without a real barrier
-        summary = PairsSummary(rows_in=rows_in, batches=len(plan))
-    summary.batches_sampled = len(todo)
-    summary.tokens_this_run = tokens
-    summary.generation_seconds = gen_seconds
-    summary.wall_seconds = time.perf_counter() - started
+    # no recorded summary only when ranks are simulated without a real barrier
+    found = PairsSummary.from_dict(recorded or {"rows_in": job.rows_in, "batches": len(job.plan)})
+    summary = _with_counters(found, sampler, sampled, started)
     if rank == 0 and progress:
         logger.info("pairs written to %s\n%s", store.pairs_path, summary.format())
     return PairsResult(store.pairs_path, summary, store)

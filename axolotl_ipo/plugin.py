@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from axolotl.integrations.base import BasePlugin
 
 from axolotl_ipo import config, distributed, rejection_sampling
 from axolotl_ipo.callbacks import IPOMetricsCallback
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """A user's mistake ends the Axolotl command with its one-line message, no traceback."""
+    try:
+        yield
+    except (config.IPOConfigError, rejection_sampling.NoPairsError) as err:
+        raise SystemExit(f"axolotl-ipo: {err}") from None
 
 
 class IPOPlugin(BasePlugin):
@@ -21,7 +33,8 @@ class IPOPlugin(BasePlugin):
     def register(self, cfg):
         if not config.is_active(cfg):
             return
-        config.normalise(cfg)
+        with _one_line_errors():
+            config.normalise(cfg)
         distributed.request_cpu_process_group()
 
     def load_datasets(self, cfg, preprocess: bool = False):
@@ -32,7 +45,8 @@ class IPOPlugin(BasePlugin):
         if not config.is_active(cfg):
             return None
         distributed.fix_cpu_device_map(cfg)
-        result = rejection_sampling.build_pairs_for_config(cfg)
+        with _one_line_errors():
+            result = rejection_sampling.build_pairs_for_config(cfg)
         if result is None:
             return None
         from axolotl.common.datasets import load_preference_datasets

@@ -1,9 +1,10 @@
 """SFT datasets of an Axolotl config -> IPO pairs: the one path used by `axolotl train`,
 `axolotl preprocess` and `axolotl-ipo sample`.
 
-chosen = the dataset's gold answer, rejected = the generator's completion of the same prompt
-(by default `base_model` before training: self-play), rendered with the training tokenizer's
-chat template so both are scored on identical prompts.
+chosen = the dataset's gold answer (or a sample judged right), rejected = the first of the
+generator's completions of the same prompt judged wrong (by default `base_model` before
+training: self-play), rendered with the training tokenizer's chat template so both are scored
+on identical prompts.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from typing import Any
 
 from axolotl_ipo import distributed
 from axolotl_ipo.args import RejectionSamplingArgs
+from axolotl_ipo.checks import check_fingerprint
 from axolotl_ipo.pairs import PairsResult, build_pairs
 from axolotl_ipo.sampling import SamplingSettings, load_generator, model_fingerprint
+from axolotl_ipo.selection import PairPolicy
 from axolotl_ipo.sft import PromptExample, extract_examples, fingerprint_examples
 from axolotl_ipo.sources import SFTSource, load_rows, split_sources
 from axolotl_ipo.store import PairStore
 
 LOG = logging.getLogger("axolotl_ipo")
-PAIRS_FORMAT_VERSION = 1
+PAIRS_FORMAT_VERSION = 2  # 2: answer checks, k samples, chosen_source
 PAIRS_TYPE = "axolotl_ipo.sampled_pairs"  # the dataset `type:` that reads a pairs.jsonl
 
 
@@ -44,14 +47,25 @@ def store_root(cfg: Any, args: RejectionSamplingArgs) -> Path:
     return Path(cfg.get("dataset_prepared_path") or "last_run_prepared") / "ipo_pairs"
 
 
-def config_examples(cfg: Any, sources: list[SFTSource], strict: bool):
+class NoPairsError(ValueError):
+    """Every row was dropped or invalid: nothing to train on."""
+
+
+def config_examples(
+    cfg: Any, sources: list[SFTSource], strict: bool, answers_field: str | None = None
+):
     """The (examples, invalid rows) of the given SFT sources, in dataset order."""
     examples: list[PromptExample] = []
     invalid = []
     for source in sources:
         rows = load_rows(source, bool(cfg.get("hf_use_auth_token")))
         found, bad = extract_examples(
-            rows, source.fmt, source.name, source.field_map, strict=strict
+            rows,
+            source.fmt,
+            source.name,
+            source.field_map,
+            strict=strict,
+            answers_field=answers_field,
         )
         examples.extend(found)
         invalid.extend(bad)
@@ -71,6 +85,21 @@ def _generator_options(cfg: Any, args: RejectionSamplingArgs) -> dict[str, Any]:
     return {"trust_remote_code": bool(cfg.get("trust_remote_code"))}
 
 
+def _settings(args: RejectionSamplingArgs, tokenizer: Any) -> SamplingSettings:
+    return SamplingSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        stop_tokens=(tokenizer.eos_token,),
+    )
+
+
+def pair_policy(args: RejectionSamplingArgs) -> PairPolicy:
+    return PairPolicy(args.answer_check, args.num_samples, args.chosen, args.truncated)
+
+
 def build_pairs_for_config(
     cfg: Any,
     output_dir: str | Path | None = None,
@@ -79,7 +108,8 @@ def build_pairs_for_config(
 ) -> PairsResult | None:
     """Sample pairs for the config's SFT datasets (None if it has none). Cached and resumable:
     a second call with the same data, generator, settings and template samples nothing.
-    ``limit`` keeps only the first N valid examples (evaluation on a subset)."""
+    ``limit`` keeps only the first N valid examples (evaluation on a subset). Raises
+    :class:`NoPairsError` when no pair is left."""
     from axolotl.loaders import load_tokenizer
 
     sources, _ = sft_sources(cfg)
@@ -87,18 +117,10 @@ def build_pairs_for_config(
         return None
     args = sampling_args(cfg)
     tokenizer = load_tokenizer(cfg)  # with Axolotl's chat_template setting: the training one
-    examples, invalid = config_examples(cfg, sources, args.strict)
-    if limit is not None:
-        examples = examples[:limit]
+    examples, invalid = config_examples(cfg, sources, args.strict, args.answers_field)
+    examples = examples[:limit] if limit is not None else examples
     generator_path = args.model or cfg.get("base_model")
-    settings = SamplingSettings(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        stop_tokens=(tokenizer.eos_token,),
-    )
+    settings, policy = _settings(args, tokenizer), pair_policy(args)
     options = _generator_options(cfg, args)
     parts = {
         "format_version": PAIRS_FORMAT_VERSION,
@@ -106,6 +128,7 @@ def build_pairs_for_config(
         "backend": args.backend,
         "backend_options": options,
         "sampling": settings.to_dict(),
+        "pairs": {**policy.to_dict(), "answer_check": check_fingerprint(args.answer_check)},
         "chat_template": tokenizer.chat_template,
         "eos_token": tokenizer.eos_token,
         "examples": fingerprint_examples(examples),
@@ -125,9 +148,12 @@ def build_pairs_for_config(
         barrier=distributed.store_barrier(store, rank, world_size),
         progress=progress and rank == 0,
         invalid_rows=invalid,
+        policy=policy,
     )
     if rank == 0:
         print(f"{result.summary.format()}\npairs: {result.path}", flush=True)
+    if result.summary.pairs_out == 0:
+        raise NoPairsError(result.summary.no_pairs_message())
     return result
 
 

@@ -28,12 +28,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PromptExample:
-    """One prompt (chat messages before the answer) and its gold answer."""
+    """One prompt (chat messages before the answer) and its gold answer; ``answers`` are the
+    row's acceptable answers when it lists several (e.g. NQ-open's ``answers`` column)."""
 
     prompt_messages: list[dict]
     gold: str
     source: str
     row: int
+    answers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,27 @@ def _prompt_completion(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict],
     return messages, gold  # type: ignore[return-value]
 
 
+def _answers(row: Mapping[str, Any], key: str | None) -> tuple[str, ...]:
+    """The acceptable answers in column ``key``: a string, a list of strings, or SQuAD's
+    ``{"text": [...]}``; () when the row has none."""
+    value = row.get(key) if key else None
+    if isinstance(value, Mapping):
+        value = value.get("text")
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(v for v in value if v.strip())
+    raise _Bad(
+        str(key),
+        f"expected the acceptable answers as a string or a list of strings, got "
+        f"{type(value).__name__}; fix the row, or set rejection_sampling.answers_field to "
+        "another column (null: none).",
+        "wrong_type",
+    )
+
+
 _EXTRACTORS = {
     "alpaca": _alpaca,
     "messages": _conversation,
@@ -318,6 +341,7 @@ def extract_examples(
     field_map: Mapping[str, Any] | None = None,
     *,
     strict: bool = False,
+    answers_field: str | None = None,
 ) -> tuple[list[PromptExample], list[InvalidRow]]:
     """Turn SFT rows into prompt examples.
 
@@ -326,6 +350,7 @@ def extract_examples(
     ``field_output``, ``field_system``, ``field_messages``, ``message_property_mappings``,
     ``roles``, ``field_prompt``, ``field_completion``). Invalid rows are returned as
     :class:`InvalidRow` records; with ``strict=True`` the first one raises ``ValueError``.
+    ``answers_field`` names a column of acceptable answers (kept in ``PromptExample.answers``).
     Preference rows (``chosen``/``rejected``) raise ``ValueError``: they need no sampling
     (check with :func:`detect_format` / :func:`is_preference_row` first).
     """
@@ -354,21 +379,22 @@ def extract_examples(
             if not isinstance(row, Mapping):
                 raise _Bad("<row>", f"expected an object, got {type(row).__name__}.", "wrong_type")
             messages, gold = _EXTRACTORS[spec.fmt](row, spec)
+            answers = _answers(row, answers_field)
         except _Bad as bad:
             problem = InvalidRow(source, index, bad.field, bad.reason, bad.kind)
             if strict:
                 raise ValueError(problem.message) from None
             invalid.append(problem)
             continue
-        examples.append(PromptExample(messages, gold, source, index))
+        examples.append(PromptExample(messages, gold, source, index, answers))
     return examples, invalid
 
 
 def fingerprint_examples(examples: Sequence[PromptExample]) -> str:
-    """sha256 of the examples (source, row, prompt messages, gold) for cache keys."""
+    """sha256 of the examples (source, row, prompt messages, gold, answers) for cache keys."""
     digest = hashlib.sha256()
     for ex in examples:
-        record = [ex.source, ex.row, ex.prompt_messages, ex.gold]
+        record = [ex.source, ex.row, ex.prompt_messages, ex.gold, list(ex.answers)]
         digest.update(json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()

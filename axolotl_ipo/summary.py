@@ -23,11 +23,44 @@ class PairsSummary:
     batches_sampled: int = 0
     tokens_generated: int = 0
     truncated: int = 0
+    samples_judged: int = 0
+    samples_right: int = 0
+    answer_check: str = "none"
     tokens_this_run: int = 0
     generation_seconds: float = 0.0
     wall_seconds: float = 0.0
     generator: str = ""
     cached: bool = False
+
+    @property
+    def already_solved(self) -> int:
+        """Prompts whose samples were all judged right."""
+        return self.dropped.get("already_solved", 0)
+
+    @property
+    def check_errors(self) -> int:
+        """Rows skipped because the answer check raised."""
+        return self.dropped.get("check_error", 0)
+
+    @property
+    def truncated_dropped(self) -> int:
+        """Prompts left without a wrong sample that ended on its own (`truncated: drop`)."""
+        return self.dropped.get("truncated", 0)
+
+    def _other_drops(self) -> dict[str, int]:
+        named = ("already_solved", "check_error", "truncated")
+        return {k: v for k, v in self.dropped.items() if k not in named}
+
+    def no_pairs_message(self) -> str:
+        """The one-line error when no pair is left."""
+        return (
+            f"no pairs left to train on: rejection_sampling.answer_check {self.answer_check!r} "
+            f"judged {self.samples_right} of {self.samples_judged} samples right; "
+            f"{self.already_solved} prompts already solved, {self.check_errors} check errors, "
+            f"{self.truncated_dropped} truncated dropped, other drops {self._other_drops()}, "
+            f"{sum(self.invalid.values())} invalid of {self.rows_in} rows. Use another "
+            "answer_check, raise rejection_sampling.num_samples, or add data."
+        )
 
     @property
     def tokens_per_second(self) -> float:
@@ -38,6 +71,9 @@ class PairsSummary:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["tokens_per_second"] = round(self.tokens_per_second, 3)
+        data["already_solved"] = self.already_solved
+        data["check_errors"] = self.check_errors
+        data["truncated_dropped"] = self.truncated_dropped
         return data
 
     @classmethod
@@ -52,8 +88,13 @@ class PairsSummary:
             ("pairs out", str(self.pairs_out)),
         ]
         lines += [(f"invalid: {k}", str(v)) for k, v in sorted(self.invalid.items())]
-        lines += [(f"dropped: {k}", str(v)) for k, v in sorted(self.dropped.items())]
+        lines += [(f"dropped: {k}", str(v)) for k, v in sorted(self._other_drops().items())]
         lines += [
+            ("answer check", self.answer_check),
+            ("samples judged right", f"{self.samples_right} / {self.samples_judged}"),
+            ("prompts already solved", str(self.already_solved)),
+            ("check errors", str(self.check_errors)),
+            ("truncated dropped", str(self.truncated_dropped)),
             ("rejected cut at max_new_tokens", str(self.truncated)),
             ("batches (sampled now / all)", f"{self.batches_sampled} / {self.batches}"),
             ("tokens generated", str(self.tokens_generated)),

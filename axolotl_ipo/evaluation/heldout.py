@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from axolotl_ipo.pairs import RenderedPrompt, render_prompts, strip_end
+from axolotl_ipo.checks import gold_answers
+from axolotl_ipo.pairs import RenderedPrompt, render_prompts
 from axolotl_ipo.rejection_sampling import (
     build_pairs_for_config,
     config_examples,
     sft_sources,
 )
+from axolotl_ipo.selection import strip_end
 
 __all__ = ["HeldOut", "heldout_config", "load_heldout"]
 
@@ -39,15 +41,6 @@ def heldout_config(cfg: Any, entry: dict[str, Any]) -> Any:
     return copy
 
 
-def _answers(row: Any, field: str, gold: str) -> list[str]:
-    value = row.get(field) if hasattr(row, "get") else None
-    if isinstance(value, str) and value.strip():
-        return [value]
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return list(value)
-    return [gold]
-
-
 def load_heldout(
     cfg: Any,
     entry: dict[str, Any],
@@ -58,8 +51,6 @@ def load_heldout(
     answers_field: str = "answers",
 ) -> HeldOut:
     """Read the held-out entry (any SFT format the plugin samples from) and build its pairs."""
-    from axolotl_ipo.sources import load_rows
-
     held = heldout_config(cfg, entry)
     sources, _ = sft_sources(held)
     if not sources:
@@ -68,17 +59,13 @@ def load_heldout(
             "dataset the plugin can read; use alpaca, chat_template, sharegpt or "
             "prompt_completion rows with a gold answer"
         )
-    examples, invalid = config_examples(held, sources, strict=False)
+    examples, invalid = config_examples(held, sources, strict=False, answers_field=answers_field)
     if limit is not None:
         examples = examples[:limit]
     rendered, too_long = render_prompts(examples, tokenizer, held.get("sequence_len"))
-    rows = {source.name: load_rows(source) for source in sources}
     end = tokenizer.eos_token
     golds = [strip_end(p.example.gold, end) + end for p in rendered]
-    answers = [
-        _answers(rows[ex.source][ex.row], answers_field, strip_end(ex.gold, end))
-        for ex in (p.example for p in rendered)
-    ]
+    answers = [gold_answers(strip_end(p.example.gold, end), p.example.answers) for p in rendered]
     result = build_pairs_for_config(held, output_dir=store_dir, limit=limit)
     if result is None:  # unreachable: sources is not empty
         raise ValueError("no held-out pairs were built")

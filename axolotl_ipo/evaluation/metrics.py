@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Sequence
+
+from axolotl_ipo.checks import contains_answer, exact_match, normalise_text
 
 from .scoring import AnswerScore
 
@@ -67,27 +67,6 @@ def gold_nll(scores: Sequence[AnswerScore]) -> float:
     if not tokens:
         return float("nan")
     return -sum(s.logp_sum for s in scores) / tokens
-
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation)
-
-
-def normalise_text(text: str) -> str:
-    """SQuAD-style answer normalisation: lower case, no punctuation, no articles."""
-    text = _ARTICLES.sub(" ", text.lower().translate(_PUNCT))
-    return " ".join(text.split())
-
-
-def contains_answer(prediction: str, answers: Sequence[str]) -> bool:
-    """Some gold answer appears in the prediction as whole words (after normalisation)."""
-    pred = f" {normalise_text(prediction)} "
-    return any(norm and f" {norm} " in pred for norm in map(normalise_text, answers))
-
-
-def exact_match(prediction: str, answers: Sequence[str]) -> bool:
-    pred = normalise_text(prediction)
-    return any(pred == normalise_text(answer) for answer in answers)
 
 
 def token_f1(prediction: str, answers: Sequence[str]) -> float:

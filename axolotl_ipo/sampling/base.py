@@ -50,6 +50,13 @@ class SamplingSettings:
         """The seed of global batch ``batch_index`` (independent of ranks)."""
         return derive_seed(self.seed, batch_index)
 
+    def sample_seed(self, batch_index: int, round_index: int) -> int:
+        """The seed of sampling round ``round_index`` of global batch ``batch_index`` (round 0
+        is the batch seed, so one sample per prompt gives the same answers as before)."""
+        if round_index == 0:
+            return self.batch_seed(batch_index)
+        return derive_seed(self.seed, batch_index, round_index)
+
 
 def stop_token_ids(
     tokenizer: Any, eos_ids: list[int], stop_tokens: tuple[str, ...], model_path: Any

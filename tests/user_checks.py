@@ -1,0 +1,31 @@
+"""Answer checks as a user would write them, for the tests (`answer_check: user_checks:NAME`)."""
+
+import hashlib
+import json
+import os
+
+
+def always_right(prompt_messages, gold, sample):
+    return True
+
+
+def never_right(prompt_messages, gold, sample):
+    return False
+
+
+def coin(prompt_messages, gold, sample):
+    """Right for about half of the samples (a hash of the text); each call is appended to the
+    file named by CHECK_LOG when it is set."""
+    right = hashlib.sha256(sample.encode("utf-8")).digest()[0] % 2 == 0
+    log = os.environ.get("CHECK_LOG")
+    if log:
+        record = {"question": prompt_messages[-1]["content"], "sample": sample, "right": right}
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+    return right
+
+
+def fails_on_hamlet(prompt_messages, gold, sample):
+    if "Hamlet" in prompt_messages[-1]["content"]:
+        raise ValueError("cannot judge this one")
+    return False
