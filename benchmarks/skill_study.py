@@ -164,14 +164,10 @@ def train(name: str, study: Study) -> float | None:
 # ---- evaluation -------------------------------------------------------------------------------
 
 def load_check(name: str):
-    """The study's scorer: ``rouge`` (ROUGE-L F1) or any answer_check the plugin knows."""
+    """The study's scorer: ``rouge`` (ROUGE-L F1 against the gold answer) or any
+    `rejection_sampling.answer_check` the plugin knows (built-in or ``module:function``)."""
     if name == "rouge":
-        return lambda _messages, gold, sample: rouge_l(gold, sample)
-    if ":" in name:  # MODULE:FN, importable from this folder or the user's PYTHONPATH
-        import importlib
-
-        module, _, function = name.partition(":")
-        return getattr(importlib.import_module(module), function)
+        return lambda _messages, gold, sample: rouge_l(gold[0], sample)
     from axolotl_ipo.checks import load_check as plugin_check
 
     return plugin_check(name)
@@ -206,7 +202,8 @@ def heldout_prompts(study: Study, tokenizer) -> tuple[list, list[str]]:
     from axolotl_ipo.sft import extract_examples
 
     rows = read_jsonl(study.heldout)[: study.limit]
-    examples, invalid = extract_examples(rows, "alpaca", str(study.heldout))
+    examples, invalid = extract_examples(rows, "alpaca", str(study.heldout),
+                                         answers_field="answers")
     prompts, bad = render_prompts(examples, tokenizer, study.sequence_len)
     if invalid or bad:
         raise SystemExit(f"{study.heldout}: {(invalid + bad)[0].message}")
@@ -239,6 +236,7 @@ def arm_model(name: str, study: Study):
 
 def evaluate(name: str, study: Study, tokenizer) -> dict:
     """Per-row check scores, greedy answers, gold NLL and answer length of one arm (cached)."""
+    from axolotl_ipo.checks import gold_answers
     from axolotl_ipo.evaluation.metrics import gold_nll
     from axolotl_ipo.evaluation.scoring import score_answers
 
@@ -250,7 +248,7 @@ def evaluate(name: str, study: Study, tokenizer) -> dict:
     started = time.perf_counter()
     answers = greedy_answers(model, tokenizer, prompts, study.answer_tokens)
     check = load_check(study.check)
-    scores = [float(check(p.example.prompt_messages, gold, answer))
+    scores = [float(check(p.example.prompt_messages, gold_answers(gold, p.example.answers), answer))
               for p, gold, answer in zip(prompts, golds, answers, strict=True)]
     nll = gold_nll(score_answers(model, tokenizer, [p.text for p in prompts], golds,
                                  batch_size=16, max_length=study.sequence_len))

@@ -73,19 +73,26 @@ def test_summary_has_paired_intervals():
 
 
 @pytest.mark.e2e
-def test_base_and_sft_arms_through_axolotl(tiny_model_dir, tmp_path):
+def test_arms_train_through_axolotl_and_are_scored(tiny_model_dir, tmp_path):
     out = tmp_path / "study.json"
     study = make_study(tmp_path, str(tiny_model_dir))
-    argv = ["--train", str(study.train), "--heldout", str(study.heldout), "--check", "rouge",
-            "--arms", "base,sft", "--steps", "2", "--sequence-len", "128", "--answer-tokens", "8",
-            "--base-model", str(tiny_model_dir), "--work", str(study.work), "--json", str(out)]
+    argv = ["--train", str(study.train), "--heldout", str(study.heldout), "--check", "normalized",
+            "--arms", "base,sft,ipo,dpo", "--steps", "2", "--sequence-len", "128",
+            "--sample-tokens", "8", "--answer-tokens", "8", "--base-model", str(tiny_model_dir),
+            "--work", str(study.work), "--json", str(out)]
     assert skill_study.main(argv) == 0
     report = json.loads(out.read_text())
-    assert set(report["arms"]) == {"base", "sft"}
-    assert report["arms"]["sft"]["n"] == 3 and "ci_vs_base" in report["arms"]["sft"]
-    assert (study.work / "sft" / "model" / "adapter_model.safetensors").is_file()
-    # trained weights differ from the base: the gold answers' NLL moved
-    assert report["arms"]["sft"]["gold_nll"] != report["arms"]["base"]["gold_nll"]
-    # a rerun reuses the trained arm and its evaluation
+    assert list(report["arms"]) == ["base", "sft", "ipo", "dpo"]
+    for name in ("sft", "ipo", "dpo"):
+        assert (study.work / name / "model" / "adapter_model.safetensors").is_file()
+        assert report["arms"][name]["n"] == 3 and "ci_vs_base" in report["arms"][name]
+        assert ("ci_vs_sft" in report["arms"][name]) == (name != "sft")
+        # trained weights differ from the base: the gold answers' NLL moved
+        assert report["arms"][name]["gold_nll"] != report["arms"]["base"]["gold_nll"]
+    ipo_cfg = (study.work / "ipo" / "config.yml").read_text()
+    assert "answer_check: normalized" in ipo_cfg and "rl: ipo" in ipo_cfg
+    dpo_cfg = (study.work / "dpo" / "config.yml").read_text()
+    assert str(skill_study.pairs_file(study.work / "ipo")) in dpo_cfg  # the very pairs of ipo
+    # a rerun reuses every trained arm and its evaluation
     assert skill_study.main(argv) == 0
-    assert json.loads(out.read_text())["train_seconds"]["sft"] is None
+    assert set(json.loads(out.read_text())["train_seconds"].values()) == {None}
