@@ -295,6 +295,7 @@ def test_eval_compares_base_and_trained_model(tiny_model_dir, tmp_path):
     code, log = run(argv, tmp_path)
     assert code == 0, log[-3000:]
     assert "hit: nothing sampled" in log and "base model scores: cached" in log
+    assert "base model scores of the training pairs: cached" in log
     again = json.loads((tmp_path / "out" / "ipo_eval" / "metrics.json").read_text())
     assert again["models"] == {
         name: {**m, "seconds": again["models"][name]["seconds"]}
