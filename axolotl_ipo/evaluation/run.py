@@ -1,8 +1,9 @@
 """Evaluate the base model and a trained one on a held-out split, for an Axolotl config.
 
 The base model is IPO's reference, so its implicit-reward margins are 0 by definition and its
-implicit-reward preference accuracy is 0.5 (ties count half). Its scores and greedy answers are
-cached under `dataset_prepared_path`, so comparing several training runs evaluates it once.
+implicit-reward preference accuracy is 0.5 (ties count half). Its held-out scores and greedy
+answers, and its scores of the training pairs, are cached under `dataset_prepared_path`, so
+comparing several training runs evaluates it once.
 """
 
 from __future__ import annotations
