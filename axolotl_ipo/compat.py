@@ -1,9 +1,11 @@
-"""The one place that knows which Axolotl release supports what."""
+"""The one place that knows which Axolotl release supports what, and that touches
+transformers internals (KV cache objects)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from importlib.metadata import version
+from typing import Any
 
 
 @lru_cache(maxsize=1)
@@ -44,3 +46,14 @@ def autoloads_entry_point_plugins() -> bool:
     import axolotl.integrations.base as base
 
     return hasattr(base, "PLUGIN_ENTRY_POINT_GROUP")
+
+
+def select_cache_rows(cache: Any, rows: Any, *, copy: bool = False) -> Any:
+    """A transformers KV cache holding batch rows ``rows`` of ``cache`` (repeats allowed), via
+    the beam-search reordering every cache class implements; ``copy`` leaves ``cache`` as it
+    was (the model appends to the cache it is given)."""
+    import copy as copying
+
+    selected = copying.deepcopy(cache) if copy else cache
+    selected.reorder_cache(rows)
+    return selected

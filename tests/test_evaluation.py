@@ -124,6 +124,87 @@ def test_batched_scores_equal_one_sequence_at_a_time(tiny):
     assert answer_ids.count(tokenizer.eos_token_id) == 1
 
 
+SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+
+
+def _full_pass_score(model, tokenizer, prompt, answer):
+    """One full forward pass of prompt + answer: (sum of the answer's log-probs, tokens)."""
+    import torch
+
+    p_ids, a_ids = tokenize_pair(tokenizer, prompt, answer)
+    with torch.no_grad():
+        logps = torch.log_softmax(model(torch.tensor([p_ids + a_ids])).logits[0, :-1], -1)
+    scored = [(len(p_ids) - 1 + t, a) for t, a in enumerate(a_ids) if len(p_ids) - 1 + t >= 0]
+    return sum(logps[pos, a].item() for pos, a in scored), len(scored)
+
+
+SHARED_PROMPTS = [
+    SYSTEM + "<|im_start|>user\nAdd 2 and 3.<|im_end|>\n<|im_start|>assistant\n",
+    SYSTEM + "<|im_start|>user\nWho wrote Hamlet? Tell me.<|im_end|>\n<|im_start|>assistant\n",
+    SYSTEM + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+]
+# gold and sampled answers to the same prompts (as the evaluation scores them), a repeat,
+# a one-token answer (only its EOS) and answers of very different lengths
+SHARED_PAIRS = [
+    (0, "5.<|im_end|>"), (1, "William Shakespeare wrote it<|im_end|>"), (2, "Hello"),
+    (0, "The answer is 5. Subtract 4 from 9 and you get 5, the sea rolls in."), (1, "Paris"),
+    (2, ""), (0, "5.<|im_end|>"),
+]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 64])
+@pytest.mark.parametrize("shared_prefix", [True, False])
+def test_scores_equal_one_full_pass_per_sequence(tiny, batch_size, shared_prefix):
+    """Shared prefix, one pass per prompt, answers on its KV cache, length chunks: the sums
+    equal a full forward pass of each sequence alone, in fp32, at any batch size."""
+    model, tokenizer = tiny
+    prompts = [SHARED_PROMPTS[i] for i, _ in SHARED_PAIRS]
+    answers = [a for _, a in SHARED_PAIRS]
+    if not shared_prefix:  # no token in common: left padding with nothing before it
+        prompts, answers = prompts + ["Hi there", ""], answers + ["Hello", "Hello there"]
+    got = score_answers(model, tokenizer, prompts, answers, batch_size=batch_size)
+    for prompt, answer, score in zip(prompts, answers, got, strict=True):
+        want, n_tokens = _full_pass_score(model, tokenizer, prompt, answer)
+        assert score.n_tokens == n_tokens
+        assert abs(score.logp_sum - want) <= 1e-5 * max(n_tokens, 1), (prompt, answer)  # per token
+
+
+def test_each_prompt_and_answer_runs_once(tiny):
+    """The tokens the model runs: the shared prefix once, each distinct prompt's rest once,
+    each distinct answer once without its last token (padding not counted)."""
+    from axolotl_ipo.evaluation.scoring import encode_answers
+
+    model, tokenizer = tiny
+    prompts = [SHARED_PROMPTS[i] for i, _ in SHARED_PAIRS]
+    answers = [a for _, a in SHARED_PAIRS]
+    encoded = encode_answers(tokenizer, prompts, answers)
+    ran = []
+
+    def count(_module, args, kwargs):
+        ids, mask = kwargs.get("input_ids", args[0] if args else None), kwargs.get("attention_mask")
+        ran.append(ids.numel() if mask is None else int(mask[:, -ids.shape[1] :].sum()))
+
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        score_answers(model, tokenizer, prompts, answers, batch_size=2)
+    finally:
+        handle.remove()
+    distinct_prompts = {p for p, _ in encoded}
+    prefix = len(tokenizer(SYSTEM + "<|im_start|>user\n")["input_ids"])
+    assert all(p[:prefix] == next(iter(distinct_prompts))[:prefix] for p in distinct_prompts)
+    want = prefix + sum(len(p) - prefix for p in distinct_prompts)
+    want += sum(len(a) - 1 for a in {pair[1] for pair in set(encoded)})
+    assert sum(ran) == want < sum(len(p) + len(a) for p, a in encoded) / 2
+
+
+def test_answer_chunks_split_long_from_short_answers():
+    from axolotl_ipo.evaluation.scoring import _chunks
+
+    assert _chunks([30, 3, 31, 2]) == [[2, 0], [1, 3]]  # 2 x 31 + 2 x 3 + 2 passes
+    assert _chunks([5, 4, 5]) == [[0, 2, 1]]  # padding 1 token < one more pass
+    assert _chunks([]) == []
+
+
 def test_tokenisation_matches_trl_dpo(tiny):
     """The ids TRL's DPOTrainer trains on for a text pair (its own preprocessing code)."""
     data_utils = pytest.importorskip("trl.data_utils")
@@ -214,6 +295,7 @@ def test_eval_compares_base_and_trained_model(tiny_model_dir, tmp_path):
     code, log = run(argv, tmp_path)
     assert code == 0, log[-3000:]
     assert "hit: nothing sampled" in log and "base model scores: cached" in log
+    assert "base model scores of the training pairs: cached" in log
     again = json.loads((tmp_path / "out" / "ipo_eval" / "metrics.json").read_text())
     assert again["models"] == {
         name: {**m, "seconds": again["models"][name]["seconds"]}

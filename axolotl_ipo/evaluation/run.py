@@ -1,8 +1,9 @@
 """Evaluate the base model and a trained one on a held-out split, for an Axolotl config.
 
 The base model is IPO's reference, so its implicit-reward margins are 0 by definition and its
-implicit-reward preference accuracy is 0.5 (ties count half). Its scores and greedy answers are
-cached under `dataset_prepared_path`, so comparing several training runs evaluates it once.
+implicit-reward preference accuracy is 0.5 (ties count half). Its held-out scores and greedy
+answers, and its scores of the training pairs, are cached under `dataset_prepared_path`, so
+comparing several training runs evaluates it once.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -72,18 +74,14 @@ class _Scores:
 
     def to_json(self) -> dict:
         return {
-            "gold": [[s.logp_sum, s.n_tokens] for s in self.gold],
-            "rejected": [[s.logp_sum, s.n_tokens] for s in self.rejected],
+            "gold": _as_json(self.gold),
+            "rejected": _as_json(self.rejected),
             "predictions": self.predictions,
         }
 
     @classmethod
     def from_json(cls, data: dict) -> _Scores:
-        return cls(
-            [AnswerScore(*s) for s in data["gold"]],
-            [AnswerScore(*s) for s in data["rejected"]],
-            data["predictions"],
-        )
+        return cls(_from_json(data["gold"]), _from_json(data["rejected"]), data["predictions"])
 
 
 def _greedy(model: Any, tokenizer: Any, held: HeldOut, settings: EvalSettings) -> list[str]:
@@ -111,20 +109,18 @@ def _greedy(model: Any, tokenizer: Any, held: HeldOut, settings: EvalSettings) -
 
 
 def _score(model: Any, tokenizer: Any, held: HeldOut, settings: EvalSettings, max_length):
+    """Gold answers and sampled ones in one call, so each prompt runs once for both."""
     prompts = [p.text for p in held.prompts]
-    gold = score_answers(
-        model, tokenizer, prompts, held.golds, batch_size=settings.batch_size, max_length=max_length
-    )
-    rejected = score_answers(
+    scores = score_answers(
         model,
         tokenizer,
-        [prompts[i] for i, _ in held.pairs],
-        [text for _, text in held.pairs],
+        prompts + [prompts[i] for i, _ in held.pairs],
+        held.golds + [text for _, text in held.pairs],
         batch_size=settings.batch_size,
         max_length=max_length,
     )
     predictions = _greedy(model, tokenizer, held, settings) if settings.generate else None
-    return _Scores(gold, rejected, predictions)
+    return _Scores(scores[: len(prompts)], scores[len(prompts) :], predictions)
 
 
 def _metrics(name: str, policy: _Scores, ref: _Scores, held: HeldOut, seconds: float):
@@ -173,12 +169,34 @@ def _training_pairs(cfg: Any, limit: int = 256) -> list[dict]:
 
 
 def _pair_scores(model: Any, tokenizer: Any, pairs: list[dict], settings: EvalSettings, max_length):
-    prompts = [row["prompt"] for row in pairs]
-    kwargs = {"batch_size": settings.batch_size, "max_length": max_length}
-    return (
-        score_answers(model, tokenizer, prompts, [row["chosen"] for row in pairs], **kwargs),
-        score_answers(model, tokenizer, prompts, [row["rejected"] for row in pairs], **kwargs),
+    """(chosen scores, rejected scores) in one call, so each prompt runs once for both."""
+    scores = score_answers(
+        model,
+        tokenizer,
+        [row["prompt"] for row in pairs] * 2,
+        [row["chosen"] for row in pairs] + [row["rejected"] for row in pairs],
+        batch_size=settings.batch_size,
+        max_length=max_length,
     )
+    return scores[: len(pairs)], scores[len(pairs) :]
+
+
+def _cached(path: Path, compute: Callable[[], Any]) -> tuple[Any, bool]:
+    """(``compute()``'s JSON-able result, False), stored at ``path``; (the stored one, True)
+    when ``path`` exists."""
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8")), True
+    data = compute()
+    atomic_write(path, json.dumps(data))
+    return data, False
+
+
+def _as_json(scores: Sequence[AnswerScore]) -> list[list[float]]:
+    return [[s.logp_sum, s.n_tokens] for s in scores]
+
+
+def _from_json(rows: list[list[float]]) -> list[AnswerScore]:
+    return [AnswerScore(logp, int(n)) for logp, n in rows]
 
 
 def _train_margins(ref: tuple, policy: tuple, tau: float | None) -> dict[str, Any]:
@@ -189,6 +207,62 @@ def _train_margins(ref: tuple, policy: tuple, tau: float | None) -> dict[str, An
         "target_margin": 1.0 / (2.0 * tau) if tau else None,
         "preference_accuracy": preference_accuracy(margins),
     }
+
+
+class _BaseModel:
+    """The base model, loaded the first time something needs it (never when all its scores
+    are cached and nothing is trained)."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.path, self.trust = cfg.get("base_model"), bool(cfg.get("trust_remote_code"))
+        self.model: Any = None
+
+    def get(self) -> Any:
+        from .models import load_base
+
+        if self.model is None:
+            self.model = load_base(self.path, self.trust)
+        return self.model
+
+
+def _base_heldout(cfg, held: HeldOut, tokenizer, settings: EvalSettings, cache_dir, base):
+    """The base model's held-out scores and greedy answers, cached under ``cache_dir``."""
+    max_length = cfg.get("sequence_len")
+    key = cache_key(
+        {
+            "base": model_fingerprint(cfg.get("base_model")),
+            "pairs": held.pairs_path.read_text(encoding="utf-8"),
+            "golds": held.golds,
+            "prompts": [p.text for p in held.prompts],
+            "settings": asdict(settings),
+            "max_length": max_length,
+        }
+    )
+    path = cache_dir / f"base-{key[:20]}.json"
+    data, hit = _cached(
+        path, lambda: _score(base.get(), tokenizer, held, settings, max_length).to_json()
+    )
+    if hit:
+        print(f"base model scores: cached ({path})", flush=True)
+    return _Scores.from_json(data)
+
+
+def _base_training_pairs(cfg, pairs: list[dict], tokenizer, settings, cache_dir, base):
+    """The base model's (reference) scores of the training pairs, cached under ``cache_dir``."""
+    max_length = cfg.get("sequence_len")
+    key = cache_key(
+        {"base": model_fingerprint(cfg.get("base_model")), "pairs": pairs, "max_length": max_length}
+    )
+    path = cache_dir / f"base-train-{key[:20]}.json"
+    data, hit = _cached(
+        path,
+        lambda: [
+            _as_json(s) for s in _pair_scores(base.get(), tokenizer, pairs, settings, max_length)
+        ],
+    )
+    if hit:
+        print(f"base model scores of the training pairs: cached ({path})", flush=True)
+    return _from_json(data[0]), _from_json(data[1])
 
 
 def evaluate_model(
@@ -203,48 +277,34 @@ def evaluate_model(
     """Metrics of the base model and (if given) the trained one, base scores cached; the
     trained model's token-averaged log-ratio margins on (up to 256 of) its training pairs; and
     the task scores' changes with paired bootstrap intervals."""
-    from .models import load_base, load_trained
+    from .models import load_trained
 
-    trust = bool(cfg.get("trust_remote_code"))
+    base_model = _BaseModel(cfg)
     max_length = cfg.get("sequence_len")
-    key = cache_key(
-        {
-            "base": model_fingerprint(cfg.get("base_model")),
-            "pairs": held.pairs_path.read_text(encoding="utf-8"),
-            "golds": held.golds,
-            "prompts": [p.text for p in held.prompts],
-            "settings": asdict(settings),
-            "max_length": max_length,
-        }
-    )
-    cache = cache_dir / f"base-{key[:20]}.json"
-    base_model = None
     started = time.perf_counter()
-    if cache.is_file():
-        base = _Scores.from_json(json.loads(cache.read_text(encoding="utf-8")))
-        print(f"base model scores: cached ({cache})", flush=True)
-    else:
-        base_model = load_base(cfg.get("base_model"), trust)
-        base = _score(base_model, tokenizer, held, settings, max_length)
-        atomic_write(cache, json.dumps(base.to_json()))
+    base = _base_heldout(cfg, held, tokenizer, settings, cache_dir, base_model)
     results = [_metrics("base", base, base, held, time.perf_counter() - started)]
     _write_predictions(out_dir / "predictions_base.jsonl", held, base)
-    train = changes = None
-    if trained is not None:
-        started = time.perf_counter()
-        if base_model is None:
-            base_model = load_base(cfg.get("base_model"), trust)
-        train_pairs = _training_pairs(cfg)
-        train_ref = _pair_scores(base_model, tokenizer, train_pairs, settings, max_length)
-        policy_model = load_trained(base_model, trained, trust)
-        policy = _score(policy_model, tokenizer, held, settings, max_length)
-        results.append(_metrics("trained", policy, base, held, time.perf_counter() - started))
-        if base.predictions is not None and policy.predictions is not None:
-            changes = task_changes(base.predictions, policy.predictions, held.answers)
-        _write_predictions(out_dir / "predictions_trained.jsonl", held, policy)
-        if train_pairs:
-            train_policy = _pair_scores(policy_model, tokenizer, train_pairs, settings, max_length)
-            train = _train_margins(train_ref, train_policy, cfg.get("ipo_tau"))
+    if trained is None:
+        return results, None, None
+    started = time.perf_counter()
+    train_pairs = _training_pairs(cfg)
+    train_ref = (
+        _base_training_pairs(cfg, train_pairs, tokenizer, settings, cache_dir, base_model)
+        if train_pairs
+        else None
+    )
+    policy_model = load_trained(base_model.get(), trained, base_model.trust)
+    policy = _score(policy_model, tokenizer, held, settings, max_length)
+    results.append(_metrics("trained", policy, base, held, time.perf_counter() - started))
+    changes = None
+    if base.predictions is not None and policy.predictions is not None:
+        changes = task_changes(base.predictions, policy.predictions, held.answers)
+    _write_predictions(out_dir / "predictions_trained.jsonl", held, policy)
+    train = None
+    if train_ref is not None:
+        train_policy = _pair_scores(policy_model, tokenizer, train_pairs, settings, max_length)
+        train = _train_margins(train_ref, train_policy, cfg.get("ipo_tau"))
     return results, train, changes
 
 

@@ -1,8 +1,16 @@
 """Log-probabilities of answers given prompts, token by token, batched.
 
-Tokenisation follows TRL's DPOTrainer (see :func:`tokenize_pair`), so the numbers are the
-ones IPO trains on. Nothing here
-knows about Axolotl.
+Tokenisation follows TRL's DPOTrainer (see :func:`tokenize_pair`), so the numbers are the ones
+IPO trains on. The forward passes are cut so that no token is run twice:
+
+1. the prefix every prompt shares (e.g. the chat template's system turn) runs once per call;
+2. each distinct prompt runs once (left-padded after that prefix), keeping only its last
+   position's logits, which score the first token of every answer to it;
+3. the answers run on their prompt's KV cache (right-padded), without their last token (nothing
+   follows it), with logits only where answer tokens are scored.
+
+The sums equal one full forward pass of prompt + answer per sequence to float rounding (about
+1e-5 in fp32, tested). Nothing here knows about Axolotl.
 """
 
 from __future__ import annotations
@@ -11,7 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AnswerScore", "score_answers", "tokenize_pair"]
+from axolotl_ipo.compat import select_cache_rows
+
+__all__ = ["AnswerScore", "encode_answers", "score_answers", "score_encoded", "tokenize_pair"]
+
+Encoded = tuple[tuple[int, ...], tuple[int, ...]]  # (prompt ids, answer ids)
 
 
 @dataclass(frozen=True)
@@ -39,9 +51,176 @@ def tokenize_pair(tokenizer: Any, prompt: str, answer: str) -> tuple[list[int], 
     return prompt_ids, full_ids[len(prompt_ids) :]
 
 
-def _batches(order: Sequence[int], size: int):
-    for start in range(0, len(order), size):
-        yield order[start : start + size]
+def encode_answers(
+    tokenizer: Any, prompts: Sequence[str], answers: Sequence[str], max_length: int | None = None
+) -> list[Encoded]:
+    """Token ids of each (prompt, answer). A sequence longer than ``max_length`` keeps its
+    prompt's tail and its answer's head (TRL's ``keep_start`` truncation of the completion after
+    the prompt). After an empty prompt the answer's first token is scored by nobody (as in TRL's
+    shifted loss mask), so it becomes the prompt."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    encoded = []
+    for prompt, answer in zip(prompts, answers, strict=True):
+        p_ids, a_ids = tokenize_pair(tokenizer, prompt, answer)
+        if max_length is not None and len(p_ids) + len(a_ids) > max_length:
+            a_ids = a_ids[: max(1, max_length - len(p_ids))]
+            p_ids = p_ids[-(max_length - len(a_ids)) :]
+        if not p_ids:
+            p_ids, a_ids = a_ids[:1], a_ids[1:]
+        encoded.append((tuple(p_ids), tuple(a_ids)))
+    return encoded
+
+
+def _shared_prefix_length(prompts: Sequence[tuple[int, ...]]) -> int:
+    """Tokens every prompt starts with, leaving at least one token of each prompt."""
+    n = 0
+    for tokens in zip(*prompts, strict=False):  # stops at the shortest prompt
+        if any(t != tokens[0] for t in tokens):
+            break
+        n += 1
+    return min(n, min(map(len, prompts)) - 1)
+
+
+def _plan(groups: dict[tuple, list[tuple]], batch_size: int) -> list[list[tuple]]:
+    """Prompts sorted by length (then by their longest answer), cut into batches of about
+    ``batch_size`` answers (a prompt's answers stay together)."""
+    order = sorted(groups, key=lambda p: (-len(p), -max(map(len, groups[p]))))
+    batches: list[list[tuple]] = []
+    rows = 0
+    for prompt in order:
+        if not batches or rows + len(groups[prompt]) > batch_size:
+            batches.append([])
+            rows = 0
+        batches[-1].append(prompt)
+        rows += len(groups[prompt])
+    return batches
+
+
+def _chunks(lengths: Sequence[int], overhead: int = 8) -> list[list[int]]:
+    """Positions of ``lengths`` (longest first) in consecutive chunks, one forward pass each,
+    that minimise padded tokens plus ``overhead`` tokens per pass (so a batch of long sampled
+    answers and short gold ones is not all padded to the longest)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    cost, cut = [0] * (len(order) + 1), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        cost[end], cut[end] = min(
+            (cost[start] + lengths[order[start]] * (end - start) + overhead, start)
+            for start in range(end)
+        )
+    chunks, end = [], len(order)
+    while end:
+        chunks.append(order[cut[end] : end])
+        end = cut[end]
+    return chunks[::-1]
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
+    """(ids, attention mask) of ``rows`` padded to the longest, on the left or the right."""
+    import torch
+
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        cols = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, cols] = torch.tensor(row, dtype=torch.long)
+        mask[i, cols] = 1
+    return ids, mask
+
+
+def _prompt_pass(model: Any, rests: list[tuple], prefix_len: int, cache: Any, pad_id: int):
+    """Run the prompts' tails after the shared prefix: (log-probs of the token after each
+    prompt [B, V], the attention mask over the cache [B, prefix + tail], the cache)."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids, mask = _pad(rests, pad_id, left=True)
+    positions = prefix_len + (mask.cumsum(-1) - 1).clamp(min=0)
+    attention = torch.cat([torch.ones((len(rests), prefix_len), dtype=torch.long), mask], -1)
+    if cache is not None:
+        cache = select_cache_rows(cache, torch.zeros(len(rests), dtype=torch.long), copy=True)
+    out = model(
+        input_ids=ids.to(device),
+        attention_mask=attention.to(device),
+        position_ids=positions.to(device),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return torch.log_softmax(out.logits[:, -1].float(), -1), attention, out.past_key_values
+
+
+def _answer_pass(model: Any, rows: list[int], answers: list[tuple], attention, cache, pad_id):
+    """Sum of the log-probs of tokens 2.. of each answer, each after its prompt (row ``rows[i]``
+    of the prompts' cache, which is left as it was); answers have at least two tokens."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids, mask = _pad([a[:-1] for a in answers], pad_id, left=False)
+    targets, _ = _pad([a[1:] for a in answers], 0, left=False)
+    index = torch.tensor(rows, dtype=torch.long)
+    past = attention[index]
+    positions = past.sum(-1, keepdim=True) + torch.arange(ids.shape[1])
+    out = model(
+        input_ids=ids.to(device),
+        attention_mask=torch.cat([past, mask], -1).to(device),
+        position_ids=positions.to(device),
+        past_key_values=select_cache_rows(cache, index.to(device), copy=True),
+        use_cache=True,
+    )
+    logps = torch.log_softmax(out.logits.float(), -1)
+    token_logps = logps.gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1)
+    return (token_logps * mask.to(device)).sum(-1).tolist()
+
+
+def _score_batch(model: Any, batch: list[tuple], groups: dict, prefix_len: int, cache, pad_id):
+    """Scores of every answer to the prompts of one batch, keyed by (prompt, answer)."""
+    first, attention, cache = _prompt_pass(
+        model, [p[prefix_len:] for p in batch], prefix_len, cache, pad_id
+    )
+    rows = [(g, a) for g, prompt in enumerate(batch) for a in groups[prompt]]
+    heads = first[[g for g, _ in rows], [a[0] for _, a in rows]].tolist()
+    sums = dict.fromkeys(range(len(rows)), 0.0)
+    longer = [i for i, (_, a) in enumerate(rows) if len(a) > 1]
+    for chunk in _chunks([len(rows[i][1]) - 1 for i in longer]):
+        picked = [longer[k] for k in chunk]
+        tails = _answer_pass(
+            model, [rows[i][0] for i in picked], [rows[i][1] for i in picked], attention,
+            cache, pad_id,
+        )
+        sums.update(zip(picked, tails, strict=True))
+    return {
+        (batch[g], a): AnswerScore(heads[i] + sums[i], len(a)) for i, (g, a) in enumerate(rows)
+    }
+
+
+def score_encoded(
+    model: Any, encoded: Sequence[Encoded], *, batch_size: int = 16, pad_id: int = 0
+) -> list[AnswerScore]:
+    """Log-probability of each answer's ids after its prompt's ids under ``model``; each
+    distinct prompt and each distinct (prompt, answer) is run once. An empty answer scores 0
+    over 0 tokens."""
+    import torch
+
+    groups: dict[tuple, dict[tuple, None]] = {}
+    for prompt, answer in encoded:
+        if answer:
+            groups.setdefault(prompt, {})[answer] = None
+    answers = {prompt: list(found) for prompt, found in groups.items()}
+    scores: dict[Encoded, AnswerScore] = {}
+    if answers:
+        prefix_len = _shared_prefix_length(list(answers))
+        prefix = next(iter(answers))[:prefix_len]
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            cache = None
+            if prefix:
+                ids = torch.tensor([prefix], dtype=torch.long, device=device)
+                cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+            for batch in _plan(answers, batch_size):
+                scores.update(_score_batch(model, batch, answers, prefix_len, cache, pad_id))
+    return [scores.get(pair, AnswerScore(0.0, 0)) for pair in encoded]
 
 
 def score_answers(
@@ -53,45 +232,8 @@ def score_answers(
     batch_size: int = 16,
     max_length: int | None = None,
 ) -> list[AnswerScore]:
-    """Log-probability of each ``answers[i]`` after ``prompts[i]`` under ``model``.
-
-    Sequences are right-padded and sorted by length; a sequence longer than
-    ``max_length`` keeps its prompt's tail and its answer's head (TRL's ``keep_start``
-    truncation of the completion after the prompt)."""
-    import torch
-
-    if len(prompts) != len(answers):
-        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-    encoded = []
-    for prompt, answer in zip(prompts, answers, strict=True):
-        p_ids, a_ids = tokenize_pair(tokenizer, prompt, answer)
-        if max_length is not None and len(p_ids) + len(a_ids) > max_length:
-            a_ids = a_ids[: max(1, max_length - len(p_ids))]
-            p_ids = p_ids[-(max_length - len(a_ids)) :]
-        encoded.append((p_ids, a_ids))
-    order = sorted(range(len(encoded)), key=lambda i: -sum(map(len, encoded[i])))
+    """Log-probability of each ``answers[i]`` after ``prompts[i]`` under ``model``, tokenised
+    and truncated as TRL does (:func:`encode_answers`); ``batch_size`` answers per batch."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
-    scores: list[AnswerScore | None] = [None] * len(encoded)
-    with torch.inference_mode():
-        for batch in _batches(order, batch_size):
-            width = max(sum(map(len, encoded[i])) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            answer_mask = torch.zeros((len(batch), width), dtype=torch.bool)
-            for row, i in enumerate(batch):
-                p_ids, a_ids = encoded[i]
-                n = len(p_ids) + len(a_ids)
-                ids[row, :n] = torch.tensor(p_ids + a_ids)
-                attention[row, :n] = 1
-                answer_mask[row, len(p_ids) : n] = True
-            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
-            logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            targets = ids[:, 1:].to(device)
-            token_logps = logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            mask = answer_mask[:, 1:].to(device)
-            sums = (token_logps * mask).sum(-1).tolist()
-            counts = mask.sum(-1).tolist()
-            for row, i in enumerate(batch):
-                scores[i] = AnswerScore(float(sums[row]), int(counts[row]))
-    return [s for s in scores if s is not None]
+    encoded = encode_answers(tokenizer, prompts, answers, max_length)
+    return score_encoded(model, encoded, batch_size=batch_size, pad_id=pad)
