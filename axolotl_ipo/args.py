@@ -121,6 +121,15 @@ class IPOArgs(BaseModel):
         "token-averaged log-ratio margin towards 1/(2*tau). It is TRL's `beta`; setting it "
         "sets `rl_beta`. Default: `rl_beta` if given, else 0.1.",
     )
+    # None, not 0.0: Axolotl writes plugin defaults into every validated config (inertness)
+    ipo_sft_weight: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Weight alpha of TRL's `sft` loss (the NLL of the chosen answer, averaged over "
+        "its tokens) added to IPO's: `loss_type: [ipo, sft]`, `loss_weights: [1, alpha]`. Keeps "
+        "the chosen answers likely (Iterative RPO's NLL term). Unset or 0: pure IPO. At step 0 "
+        "the loss is (1/(2*tau))^2 + alpha * chosen NLL.",
+    )
     rejection_sampling: RejectionSamplingArgs | None = Field(
         default=None, description="Settings for building pairs from SFT datasets."
     )

@@ -1,4 +1,5 @@
-"""`axolotl-ipo`: check a config, sample its pairs, inspect a pairs file, evaluate a run."""
+"""`axolotl-ipo`: check a config, sample its pairs, inspect a pairs file, evaluate a run, and
+train self-play rounds."""
 
 from __future__ import annotations
 
@@ -144,6 +145,72 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _selfplay_run(args: argparse.Namespace):
+    """The validated run, or a one-line reason why not."""
+    import shlex
+
+    from axolotl_ipo.config import IPOConfigError, is_active
+    from axolotl_ipo.rejection_sampling import sft_sources
+    from axolotl_ipo.selfplay import SelfplayRun
+
+    if args.rounds < 1:
+        return f"--rounds must be at least 1, got {args.rounds}"
+    if args.eval_data and not Path(args.eval_data).exists():
+        return f"--eval-data {args.eval_data}: no such file"
+    try:
+        cfg = load_config(args.config)
+    except IPOConfigError as err:
+        return f"{args.config}: {err}"
+    if not is_active(cfg) or not sft_sources(cfg)[0]:
+        return (f"{args.config}: self-play needs `rl: ipo` and an SFT dataset (its rejected "
+                "answers are sampled again every round)")
+    return SelfplayRun(
+        config_path=Path(args.config),
+        output_dir=Path(cfg.get("output_dir")).resolve(),
+        rounds=args.rounds,
+        launcher=shlex.split(args.launcher) if args.launcher else [sys.executable],
+        adapter=cfg.get("adapter"),
+        eval_data=args.eval_data,
+        echo=sys.stdout,
+    )
+
+
+def cmd_selfplay(args: argparse.Namespace) -> int:
+    from axolotl_ipo.selfplay import SelfplayError, format_rounds, run_selfplay
+
+    run = _selfplay_run(args)
+    if isinstance(run, str):
+        print(f"axolotl-ipo selfplay: {run}", file=sys.stderr)
+        return 2
+    try:
+        records = run_selfplay(run)
+    except SelfplayError as err:
+        print(f"axolotl-ipo selfplay: {err}", file=sys.stderr)
+        return 1
+    print(format_rounds(records, run.output_dir))
+    return 0
+
+
+def _add_selfplay(sub) -> None:
+    selfplay = sub.add_parser(
+        "selfplay",
+        help="IPO rounds: each round samples rejected answers from the previous round's model, "
+        "trains on them with it as reference, and merges the result",
+    )
+    selfplay.add_argument("config", help="an Axolotl YAML config with rl: ipo and SFT datasets")
+    selfplay.add_argument("--rounds", type=int, required=True, help="number of rounds (>= 1)")
+    selfplay.add_argument(
+        "--launcher",
+        help="the command that runs Python for training, e.g. 'accelerate launch "
+        "--num_processes 2' or 'torchrun --nproc_per_node 2'; '-m axolotl.cli.train "
+        "ROUND_CONFIG' is added (default: this Python)",
+    )
+    selfplay.add_argument(
+        "--eval-data", help="held-out SFT file: `axolotl-ipo eval` after every round"
+    )
+    selfplay.set_defaults(func=cmd_selfplay)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="axolotl-ipo", description="IPO for Axolotl, with pairs sampled from SFT data."
@@ -196,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-generate", action="store_true", help="skip greedy answers (no task score)"
     )
     evaluate.set_defaults(func=cmd_eval)
+    _add_selfplay(sub)
     return parser
 
 

@@ -28,15 +28,28 @@ def supports_native_rl_ipo() -> bool:
     return "ipo" in {member.value for member in RLType}
 
 
-def native_ipo_keys() -> dict:
-    """The config keys that make the installed Axolotl train with TRL's IPO loss."""
+def ipo_losses(sft_weight: float | None = None) -> dict:
+    """TRL's `loss_type` (and `loss_weights` with an SFT term) for IPO [+ alpha * SFT]."""
+    if not sft_weight:
+        return {"loss_type": ["ipo"]}
+    return {"loss_type": ["ipo", "sft"], "loss_weights": [1.0, float(sft_weight)]}
+
+
+def native_ipo_keys(sft_weight: float | None = None) -> dict:
+    """The config keys that make the installed Axolotl train with TRL's IPO loss (plus TRL's
+    `sft` loss on the chosen answer, weighted by ``sft_weight``, when it is > 0)."""
     if supports_dpo_loss_type():
-        return {"rl": "dpo", "dpo_loss_type": ["ipo"]}
-    if supports_native_rl_ipo():
+        losses = ipo_losses(sft_weight)
+        keys = {"rl": "dpo", "dpo_loss_type": losses["loss_type"]}
+        if "loss_weights" in losses:
+            keys["dpo_loss_weights"] = losses["loss_weights"]
+        return keys
+    if supports_native_rl_ipo() and not sft_weight:
         return {"rl": "ipo"}
     raise RuntimeError(
-        f"axolotl {axolotl_version()} supports neither `dpo_loss_type` nor `rl: ipo`; "
-        "install an axolotl release between 0.19 and 0.21, or report this at axolotl-ipo."
+        f"axolotl {axolotl_version()} supports neither `dpo_loss_type` nor `rl: ipo` (or, with "
+        "ipo_sft_weight, no `dpo_loss_weights`); install an axolotl release between 0.19 and "
+        "0.21, or report this at axolotl-ipo."
     )
 
 
@@ -57,3 +70,11 @@ def select_cache_rows(cache: Any, rows: Any, *, copy: bool = False) -> Any:
     selected = copying.deepcopy(cache) if copy else cache
     selected.reorder_cache(rows)
     return selected
+
+
+def add_callback_first(trainer: Any, callback: Any) -> None:
+    """Put ``callback`` before every other callback of a transformers Trainer, the reporting
+    integrations (W&B, MLflow, TensorBoard) included: Trainer.log hands the same ``logs`` dict
+    to each callback's ``on_log`` in list order (transformers 5.16-5.20), and Axolotl appends
+    plugin callbacks after the integrations."""
+    trainer.callback_handler.callbacks.insert(0, callback)

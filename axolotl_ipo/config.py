@@ -15,7 +15,7 @@ from axolotl_ipo import compat
 from axolotl_ipo.args import IPOArgs
 
 DEFAULT_TAU = 0.1
-PLUGIN_KEYS = ("ipo_tau", "rejection_sampling")
+PLUGIN_KEYS = ("ipo_tau", "ipo_sft_weight", "rejection_sampling")
 
 
 class IPOConfigError(ValueError):
@@ -31,11 +31,12 @@ def _is_ipo(cfg: MutableMapping) -> bool:
     """`rl: ipo`, or the native spelling this plugin rewrites it to (a normalised config)."""
     rl = cfg.get("rl")
     rl = getattr(rl, "value", rl)
-    return rl == "ipo" or (rl == "dpo" and list(cfg.get("dpo_loss_type") or []) == ["ipo"])
+    losses = list(cfg.get("dpo_loss_type") or [])
+    return rl == "ipo" or (rl == "dpo" and losses in (["ipo"], ["ipo", "sft"]))
 
 
 def _format_validation_error(err: ValidationError) -> str:
-    """One line per mistake; a single mistake is a one-line message."""
+    """Every mistake on one line, each naming its key."""
     lines = []
     for item in err.errors():
         key = ".".join(str(part) for part in item["loc"])
@@ -46,7 +47,7 @@ def _format_validation_error(err: ValidationError) -> str:
             lines.append(f"{key}: {message} (got {item.get('input')!r})")
     if len(lines) == 1:
         return lines[0]
-    return "Invalid axolotl-ipo settings in your config:\n" + "\n".join(f"  {x}" for x in lines)
+    return "Invalid axolotl-ipo settings in your config: " + "; ".join(lines)
 
 
 def _parse_plugin_keys(cfg: MutableMapping) -> IPOArgs:
@@ -73,18 +74,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _check_loss_keys(cfg: MutableMapping) -> None:
+def _check_loss_keys(cfg: MutableMapping, native: Mapping[str, Any]) -> None:
+    """`dpo_loss_type`/`dpo_loss_weights` may only repeat what `rl: ipo` and `ipo_sft_weight`
+    write themselves (a normalised config); anything else is a mixture this plugin does not own."""
     loss_types = cfg.get("dpo_loss_type")
     if loss_types is not None:
         if isinstance(loss_types, str):
             loss_types = [loss_types]
-        others = [loss for loss in loss_types if loss != "ipo"]
+        others = [loss for loss in loss_types if loss not in native.get("dpo_loss_type", ["ipo"])]
         if others:
             raise IPOConfigError(
                 f"dpo_loss_type: {list(loss_types)} mixes other losses into `rl: ipo`. "
-                "Remove `dpo_loss_type` (rl: ipo sets it), or train a mixture with "
-                "`rl: dpo` and `dpo_loss_type`/`dpo_loss_weights` without this plugin."
+                "Remove `dpo_loss_type` (rl: ipo sets it; `ipo_sft_weight: 0.1` adds TRL's sft "
+                "loss), or train a mixture with `rl: dpo` and `dpo_loss_type`/`dpo_loss_weights` "
+                "without this plugin."
             )
+    weights = cfg.get("dpo_loss_weights")
+    if weights is not None and list(weights) != native.get("dpo_loss_weights"):
+        raise IPOConfigError(
+            f"dpo_loss_weights: {list(weights)} cannot be used with `rl: ipo`: remove it and set "
+            "`ipo_sft_weight` (the weight of the SFT term; IPO's weight is 1)."
+        )
     if cfg.get("dpo_label_smoothing"):
         raise IPOConfigError(
             f"dpo_label_smoothing: {cfg.get('dpo_label_smoothing')} cannot be used with IPO "
@@ -143,7 +153,8 @@ def normalise(cfg: MutableMapping) -> MutableMapping:
             f"{', '.join(set_keys)} set but `rl: {rl}`: axolotl-ipo only drives IPO. "
             "Add `rl: ipo` to your config, or remove these keys."
         )
-    _check_loss_keys(cfg)
+    native = compat.native_ipo_keys(args.ipo_sft_weight)
+    _check_loss_keys(cfg, native)
     tau = _resolve_tau(cfg, args)
 
     if cfg.get("datasets") is not None and cfg.get("ipo_sft_datasets") is None:
@@ -151,8 +162,13 @@ def normalise(cfg: MutableMapping) -> MutableMapping:
     cfg.pop("dpo_beta", None)
     cfg["rl_beta"] = tau
     cfg["ipo_tau"] = tau
-    cfg.update(compat.native_ipo_keys())
+    cfg.update(native)
     return cfg
+
+
+def trainer_loss_args(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """TRL training arguments for IPO [+ alpha * SFT] with beta = tau, whatever the release."""
+    return {**compat.ipo_losses(cfg.get("ipo_sft_weight")), "beta": float(cfg["ipo_tau"])}
 
 
 def resolved_settings(cfg: MutableMapping) -> dict[str, Any]:
@@ -164,6 +180,7 @@ def resolved_settings(cfg: MutableMapping) -> dict[str, Any]:
         "axolotl": compat.axolotl_version(),
         "rl": rl,
         "dpo_loss_type": cfg.get("dpo_loss_type"),
+        "ipo_sft_weight": cfg.get("ipo_sft_weight") or 0.0,
         "ipo_tau (beta)": tau,
         "ipo_target_margin 1/(2*tau)": None if tau is None else 1.0 / (2.0 * float(tau)),
     }

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 from axolotl.integrations.base import BasePlugin
 
-from axolotl_ipo import config, distributed, rejection_sampling
-from axolotl_ipo.callbacks import IPOMetricsCallback
+from axolotl_ipo import compat, config, distributed, rejection_sampling
+from axolotl_ipo.callbacks import IPODiagnosticsCallback, IPOMetricsCallback
 
 
 @contextlib.contextmanager
@@ -59,12 +59,20 @@ class IPOPlugin(BasePlugin):
         return load_preference_datasets(cfg=cfg)
 
     def get_training_args(self, cfg):
-        """Applied after Axolotl's own DPO settings: IPO with beta = tau, whatever the release."""
+        """Applied after Axolotl's own DPO settings: IPO [+ SFT] with beta = tau, whatever the
+        release."""
         if not config.is_active(cfg):
             return {}
-        return {"loss_type": ["ipo"], "beta": float(cfg.ipo_tau)}
+        return config.trainer_loss_args(cfg)
 
     def add_callbacks_post_trainer(self, cfg, trainer):
         if not config.is_active(cfg):
             return []
         return [IPOMetricsCallback(cfg.output_dir, float(cfg.ipo_tau))]
+
+    def post_trainer_create(self, cfg, trainer):
+        """The `ipo/...` diagnostics go first, so every logger integration receives them."""
+        if not config.is_active(cfg):
+            return
+        pure_ipo = config.trainer_loss_args(cfg)["loss_type"] == ["ipo"]
+        compat.add_callback_first(trainer, IPODiagnosticsCallback(pure_ipo))

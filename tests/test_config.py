@@ -3,7 +3,7 @@
 import pytest
 
 from axolotl_ipo import compat
-from axolotl_ipo.config import IPOConfigError, is_active, normalise
+from axolotl_ipo.config import IPOConfigError, is_active, normalise, trainer_loss_args
 
 
 def ipo_cfg(**keys) -> dict:
@@ -21,6 +21,22 @@ def test_normalising_twice_changes_nothing():
     once = normalise(ipo_cfg(ipo_tau=0.3))
     snapshot = {key: value for key, value in once.items()}
     assert normalise(once) == snapshot
+
+
+def test_sft_weight_adds_trls_sft_loss_on_the_chosen_answer():
+    cfg = normalise(ipo_cfg(ipo_sft_weight=0.5))
+    assert cfg["dpo_loss_type"] == ["ipo", "sft"] and cfg["dpo_loss_weights"] == [1.0, 0.5]
+    snapshot = dict(cfg)
+    assert normalise(cfg) == snapshot  # idempotent with the SFT term too
+    assert trainer_loss_args(cfg) == {"loss_type": ["ipo", "sft"], "loss_weights": [1.0, 0.5],
+                                      "beta": 0.1}
+
+
+@pytest.mark.parametrize("weight", [None, 0, 0.0])
+def test_no_sft_weight_is_pure_ipo(weight):
+    cfg = normalise(ipo_cfg(**({} if weight is None else {"ipo_sft_weight": weight})))
+    assert cfg["dpo_loss_type"] == ["ipo"] and "dpo_loss_weights" not in cfg
+    assert trainer_loss_args(cfg) == {"loss_type": ["ipo"], "beta": 0.1}
 
 
 def test_user_sft_datasets_are_kept_verbatim_before_axolotl_coerces_them():
@@ -71,6 +87,12 @@ def test_native_keys_follow_the_installed_axolotl():
         ({"dpo_loss_type": ["ipo", "sigmoid"]},
          ["dpo_loss_type: ['ipo', 'sigmoid'] mixes other losses", "Remove `dpo_loss_type`"]),
         ({"dpo_loss_type": ["sft"]}, ["dpo_loss_type: ['sft']"]),
+        ({"dpo_loss_type": ["ipo", "sft"]}, ["mixes other losses", "ipo_sft_weight"]),
+        ({"ipo_sft_weight": 0.1, "dpo_loss_weights": [1.0, 0.2]},
+         ["dpo_loss_weights: [1.0, 0.2] cannot be used", "ipo_sft_weight"]),
+        ({"ipo_sft_weight": -0.5},
+         ["ipo_sft_weight: Input should be greater than or equal to 0 (got -0.5)"]),
+        ({"ipo_sft_weight": "much"}, ["ipo_sft_weight", "(got 'much')"]),
         ({"rejection_sampling": {"temperature": -1}},
          ["rejection_sampling.temperature", "greater than or equal to 0", "(got -1)"]),
         ({"rejection_sampling": {"batch_size": "many"}},
@@ -86,6 +108,7 @@ def test_config_errors_name_the_key_and_the_fix(keys, fragments):
         normalise(ipo_cfg(**keys))
     for fragment in fragments:
         assert fragment in str(err.value)
+    assert "\n" not in str(err.value)  # one line
 
 
 @pytest.mark.parametrize("rl", [None, "dpo", "kto"])

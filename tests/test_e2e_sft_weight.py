@@ -1,0 +1,71 @@
+"""`ipo_sft_weight` and the `ipo/...` diagnostics through the real Axolotl CLI on the tiny model."""
+
+import json
+import math
+import sys
+
+import pytest
+
+from axolotl_run import read_metrics, run, sft_config, write_config
+
+pytestmark = pytest.mark.e2e
+
+
+def chosen_nll(model_dir, pairs: list[dict], max_length: int) -> float:
+    """Token-averaged NLL of every chosen answer under the base model (the step-0 policy),
+    tokenised as TRL does: TRL's sft loss over one batch holding all pairs."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from axolotl_ipo.evaluation.scoring import score_answers
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    scores = score_answers(model, tokenizer, [p["prompt"] for p in pairs],
+                           [p["chosen"] for p in pairs], max_length=max_length)
+    return -sum(s.logp_sum for s in scores) / sum(s.n_tokens for s in scores)
+
+
+def test_sft_weight_adds_alpha_times_the_chosen_nll_at_step_0(tiny_model_dir, tmp_path):
+    alpha, tau = 0.5, 0.1
+    # one batch holds every pair (8 valid SFT rows), so TRL's batch NLL is over all chosen answers
+    raw = sft_config(tiny_model_dir, tmp_path, ipo_sft_weight=alpha, micro_batch_size=16,
+                     max_steps=1)
+    code, log = run([sys.executable, "-m", "axolotl.cli.train", str(write_config(tmp_path, raw))],
+                    tmp_path)
+    assert code == 0, log[-3000:]
+    begin, steps = read_metrics(tmp_path / "out")
+    assert begin["loss_type"] == ["ipo", "sft"] and begin["loss_weights"] == [1.0, alpha]
+    [pairs_file] = (tmp_path / "prepared" / "ipo_pairs").glob("*/pairs.jsonl")
+    pairs = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    assert len(pairs) >= 4
+    nll = chosen_nll(tiny_model_dir, pairs, raw["sequence_len"])
+    assert nll > 1.0  # a random model: the SFT term is far from negligible
+    assert steps[0]["loss"] == pytest.approx((1 / (2 * tau)) ** 2 + alpha * nll, rel=1e-4)
+    assert "ipo/target_distance" not in steps[0]  # sqrt(loss) is no IPO distance with SFT added
+
+
+def tensorboard_scalars(folder) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: dict[str, list[float]] = {}
+    for events in folder.rglob("events.out.tfevents*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
+    return scalars
+
+
+def test_ipo_diagnostics_reach_the_metrics_file_and_tensorboard(tiny_model_dir, tmp_path):
+    raw = sft_config(tiny_model_dir, tmp_path, use_tensorboard=True, max_steps=2)
+    code, log = run([sys.executable, "-m", "axolotl.cli.train", str(write_config(tmp_path, raw))],
+                    tmp_path)
+    assert code == 0, log[-3000:]
+    _, steps = read_metrics(tmp_path / "out")
+    for step in steps:
+        assert step["ipo/target_distance"] == pytest.approx(math.sqrt(step["loss"]))
+    assert steps[0]["ipo/target_distance"] == pytest.approx(5.0, abs=1e-3)  # 1/(2*0.1)
+    board = tensorboard_scalars(tmp_path / "out")
+    tags = [tag for tag in board if tag.endswith("ipo/target_distance")]
+    assert tags, sorted(board)
+    assert board[tags[0]][0] == pytest.approx(5.0, abs=1e-3)

@@ -1,0 +1,124 @@
+"""Self-play's pieces without training: round configs, launch lines, round stats, the table."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from axolotl_ipo.selfplay import (
+    SelfplayRun,
+    format_rounds,
+    loss_ends,
+    pair_stats,
+    round_config,
+    run_selfplay,
+    train_argv,
+)
+
+USER = {
+    "base_model": "org/base",
+    "rl": "ipo",
+    "output_dir": "out",
+    "dataset_prepared_path": "prepared",
+    "lora_model_dir": "old-adapter",
+    "datasets": [{"path": "sft.jsonl", "type": "alpaca"}],
+    # keys selfplay does not know (another feature's) must pass through untouched
+    "rejection_sampling": {"model": "org/weak", "output_dir": "pairs", "num_samples": 3,
+                           "answer_check": "contains"},
+}
+
+
+def test_round_1_keeps_the_config_with_its_own_folders(tmp_path):
+    cfg = round_config(USER, tmp_path / "round-1", None)
+    assert cfg["output_dir"] == str(tmp_path / "round-1")
+    assert cfg["dataset_prepared_path"] == str(tmp_path / "round-1" / "prepared")
+    assert cfg["base_model"] == "org/base" and cfg["lora_model_dir"] == "old-adapter"
+    assert cfg["rejection_sampling"] == {"model": "org/weak", "num_samples": 3,
+                                         "answer_check": "contains"}
+    assert USER["rejection_sampling"]["output_dir"] == "pairs"  # the user's mapping is not changed
+
+
+def test_later_rounds_train_and_sample_from_the_previous_model(tmp_path):
+    cfg = round_config(USER, tmp_path / "round-2", "/runs/round-1/merged")
+    assert cfg["base_model"] == "/runs/round-1/merged" and "lora_model_dir" not in cfg
+    assert cfg["rejection_sampling"] == {"num_samples": 3, "answer_check": "contains"}
+    assert cfg["datasets"] == USER["datasets"] and cfg["rl"] == "ipo"
+
+
+def test_without_rejection_sampling_keys_none_are_added(tmp_path):
+    user = {k: v for k, v in USER.items() if k != "rejection_sampling"}
+    assert "rejection_sampling" not in round_config(user, tmp_path, "/m")
+
+
+@pytest.mark.parametrize(
+    ("launcher", "argv"),
+    [
+        ([sys.executable], [sys.executable, "-m", "axolotl.cli.train", "c.yml"]),
+        (["accelerate", "launch", "--num_processes", "2"],
+         ["accelerate", "launch", "--num_processes", "2", "-m", "axolotl.cli.train", "c.yml"]),
+        (["python", "-m", "axolotl.cli.train"], ["python", "-m", "axolotl.cli.train", "c.yml"]),
+    ],
+)
+def test_train_argv(launcher, argv):
+    assert train_argv(launcher, Path("c.yml")) == argv
+
+
+def write_store(round_dir: Path, summary: dict, complete: bool = True) -> Path:
+    store = round_dir / "prepared" / "ipo_pairs" / "abc"
+    store.mkdir(parents=True)
+    (store / "summary.json").write_text(json.dumps(summary))
+    if complete:
+        (store / "COMPLETE").write_text("")
+    return store
+
+
+def test_pair_stats_read_the_counters_the_store_writes(tmp_path):
+    from axolotl_ipo.summary import PairsSummary
+
+    summary = PairsSummary(rows_in=9, pairs_out=7, samples_judged=12, samples_right=5,
+                           dropped={"already_solved": 2, "rejected_equals_chosen": 1})
+    store = write_store(tmp_path, summary.to_dict())
+    assert pair_stats(tmp_path) == {"pairs": 7, "samples_judged_right": 5,
+                                    "prompts_already_solved": 2, "pair_store": str(store)}
+
+
+def test_pair_stats_tolerate_a_store_without_check_counters_or_unfinished(tmp_path):
+    write_store(tmp_path / "a", {"pairs_out": 7})
+    assert pair_stats(tmp_path / "a")["samples_judged_right"] is None
+    write_store(tmp_path / "b", {"pairs_out": 7}, complete=False)
+    assert pair_stats(tmp_path / "b")["pairs"] is None
+
+
+def test_loss_ends_from_the_metrics_file(tmp_path):
+    lines = [{"event": "train_begin", "ipo_tau": 0.1, "loss_type": ["ipo"]},
+             {"step": 1, "loss": 25.0, "rewards/margins": 0.0},
+             {"step": 2, "loss": 20.0, "rewards/margins": 0.1},
+             {"step": 2, "train_loss": 22.5}]
+    (tmp_path / "ipo_metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert loss_ends(tmp_path) == {"loss_first": 25.0, "loss_last": 20.0}
+    assert loss_ends(tmp_path / "missing") == {"loss_first": None, "loss_last": None}
+
+
+def test_finished_rounds_are_read_not_redone(tmp_path):
+    run = SelfplayRun(config_path=tmp_path / "c.yml", output_dir=tmp_path, rounds=2,
+                      launcher=["/nonexistent-launcher"])
+    run.config_path.write_text("base_model: m\n")
+    for index in (1, 2):
+        run.round_dir(index).mkdir()
+        record = {"round": index, "model": f"m{index}"}
+        (run.round_dir(index) / "round.json").write_text(json.dumps(record))
+    assert [r["model"] for r in run_selfplay(run)] == ["m1", "m2"]  # no launch attempted
+    assert json.loads((tmp_path / "selfplay.json").read_text())["rounds"][1]["model"] == "m2"
+
+
+def test_table_has_a_row_per_round_with_short_paths(tmp_path):
+    record = {"round": 2, "generator": str(tmp_path / "round-1" / "merged"), "pairs": 8,
+              "samples_judged_right": None, "prompts_already_solved": 3, "loss_first": 25.0,
+              "loss_last": 24.5, "model": str(tmp_path / "round-2" / "merged"),
+              "heldout": {"models": {"trained": {"preference_accuracy": 0.75, "gold_nll": 2.0,
+                                                 "task_contains": 0.1}}}}
+    table = format_rounds([record], tmp_path)
+    row = table.splitlines()[2].split()
+    assert row == ["2", "round-1/merged", "8", "-", "3", "25.000", "24.500", "round-2/merged",
+                   "0.750", "2.000", "0.100"]
