@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 
+from axolotl_ipo import compat
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -25,9 +27,11 @@ def is_cpu_multiprocess() -> bool:
 
 
 def request_cpu_process_group() -> None:
-    """Without ACCELERATE_USE_CPU, CPU ranks under torchrun silently train independent models."""
+    """Without ACCELERATE_USE_CPU, CPU ranks under torchrun silently train independent models;
+    on a CUDA build of torch without a driver, Axolotl's P2P probe would crash them."""
     if is_cpu_multiprocess():
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")
+        compat.guard_cuda_p2p_check()
 
 
 def fix_cpu_device_map(cfg: MutableMapping) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from axolotl.integrations.base import BasePlugin
 
-from axolotl_ipo import config, distributed, rejection_sampling
+from axolotl_ipo import compat, config, distributed, rejection_sampling
 from axolotl_ipo.callbacks import IPOMetricsCallback
 
 
@@ -22,6 +22,7 @@ class IPOPlugin(BasePlugin):
         if not config.is_active(cfg):
             return
         config.normalise(cfg)
+        compat.disable_lora_kernels_without_cuda(cfg)
         distributed.request_cpu_process_group()
 
     def load_datasets(self, cfg, preprocess: bool = False):
