@@ -90,7 +90,7 @@ def _heldout_entry(cfg, args: argparse.Namespace) -> dict:
     if not sources:
         raise SystemExit(
             "axolotl-ipo eval: the config has no SFT dataset to take the held-out format from; "
-            "pass --type (alpaca, chat_template, sharegpt, prompt_completion)"
+            "pass --type (alpaca, chat_template or prompt_completion)"
         )
     location = ("path", "split", "data_files", "name", "ds_type", "revision")
     entry = {k: v for k, v in sources[0].entry.items() if k not in location}

@@ -40,7 +40,7 @@ def _sft_format(entry: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         return None
     if entry.get("field_chosen") or entry.get("field_rejected"):
         return None  # Axolotl's DPO chat_template with chosen/rejected message fields
-    fmt = FORMATS[ds_type.split(":")[0]]
+    fmt = ds_type.split(":")[0]
     return fmt, {key: entry[key] for key in ALLOWED_KEYS[fmt] if entry.get(key) is not None}
 
 

@@ -63,10 +63,9 @@ def test_messages_last_assistant_is_gold_system_kept():
         {"role": "user", "content": "u2"},
         {"role": "assistant", "content": "a2"},
     ]
-    for fmt in ("messages", "chat_template"):
-        ex = one([{"messages": msgs}], fmt)
-        assert ex.gold == "a2"
-        assert ex.prompt_messages == msgs[:4]
+    ex = one([{"messages": msgs}], "chat_template")
+    assert ex.gold == "a2"
+    assert ex.prompt_messages == msgs[:4]
 
 
 def test_messages_trailing_user_turn_ignored():
@@ -75,7 +74,7 @@ def test_messages_trailing_user_turn_ignored():
         {"role": "assistant", "content": "a1"},
         {"role": "user", "content": "u2"},
     ]
-    ex = one([{"messages": msgs}], "messages")
+    ex = one([{"messages": msgs}], "chat_template")
     assert ex.gold == "a1" and ex.prompt_messages == msgs[:1]
 
 
@@ -84,7 +83,7 @@ def test_messages_content_parts():
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
         {"role": "assistant", "content": "c"},
     ]
-    assert one([{"messages": msgs}], "messages").prompt_messages[0]["content"] == "ab"
+    assert one([{"messages": msgs}], "chat_template").prompt_messages[0]["content"] == "ab"
 
 
 def test_chat_template_field_mapping_and_roles():
@@ -107,29 +106,61 @@ def test_chat_template_field_mapping_and_roles():
     assert ex.gold == "hello"
 
 
-def test_messages_field_system_column():
+def test_system_column_is_prepended_as_axolotl_does():
     msgs = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
-    ex = one([{"messages": msgs, "sys": "S"}], "messages", {"field_system": "sys"})
+    ex = one([{"messages": msgs, "system": "S"}], "chat_template")
     assert ex.prompt_messages == [{"role": "system", "content": "S"}, msgs[0]]
     with_system = [{"role": "system", "content": "own"}, *msgs]
-    ex = one([{"messages": with_system, "sys": "S"}], "messages", {"field_system": "sys"})
+    ex = one([{"messages": with_system, "system": "S"}], "chat_template")
     assert ex.prompt_messages == with_system[:2]
+    ex = one([{"messages": with_system}], "chat_template", {"drop_system_message": True})
+    assert ex.prompt_messages == msgs[:1]
 
 
-def test_sharegpt():
-    row = {
-        "conversations": [
-            {"from": "system", "value": "S"},
-            {"from": "human", "value": "hi"},
-            {"from": "gpt", "value": "hello"},
-        ]
-    }
-    ex = one([row], "sharegpt")
+SHAREGPT = {
+    "conversations": [
+        {"from": "system", "value": "S"},
+        {"from": "human", "value": "q1"},
+        {"from": "gpt", "value": "a1"},
+        {"from": "human", "value": "q2"},
+        {"from": "gpt", "value": "a2"},
+    ]
+}
+SHAREGPT_KEYS = {
+    "field_messages": "conversations",
+    "message_property_mappings": {"role": "from", "content": "value"},
+}
+
+
+def test_sharegpt_rows_through_chat_template_map_human_and_gpt_by_default():
+    ex = one([SHAREGPT], "chat_template", SHAREGPT_KEYS)
     assert ex.prompt_messages == [
         {"role": "system", "content": "S"},
-        {"role": "user", "content": "hi"},
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q2"},
     ]
-    assert ex.gold == "hello"
+    assert ex.gold == "a2"
+
+
+def test_legacy_message_field_keys_work_like_property_mappings():
+    legacy = {"field_messages": "conversations", "message_field_role": "from",
+              "message_field_content": "value"}
+    assert one([SHAREGPT], "chat_template", legacy) == one([SHAREGPT], "chat_template",
+                                                          SHAREGPT_KEYS)
+
+
+def test_roles_key_replaces_axolotls_default_mapping():
+    """As Axolotl: `roles:` is the whole mapping; a role it does not list passes unchanged."""
+    row = {"messages": [
+        {"role": "human", "content": "q1"},
+        {"role": "gpt", "content": "a1"},
+        {"role": "human", "content": "q2"},
+        {"role": "bot", "content": "a2"},
+    ]}
+    ex = one([row], "chat_template", {"roles": {"user": ["human"], "assistant": ["bot"]}})
+    assert [m["role"] for m in ex.prompt_messages] == ["user", "gpt", "user"]
+    assert ex.gold == "a2"
 
 
 def test_prompt_completion_with_mapping():
@@ -137,7 +168,7 @@ def test_prompt_completion_with_mapping():
     assert ex.prompt_messages == [{"role": "user", "content": "p"}] and ex.gold == "c"
     ex = one(
         [{"question": "p", "answer": "c"}],
-        "completion",
+        "prompt_completion",
         {"field_prompt": "question", "field_completion": "answer"},
     )
     assert ex.gold == "c"
@@ -155,8 +186,8 @@ def test_rows_are_numbered_in_input_order():
 
 def test_detect_format_and_preference_rows():
     assert detect_format({"instruction": "", "output": ""}) == "alpaca"
-    assert detect_format({"messages": []}) == "messages"
-    assert detect_format({"conversations": []}) == "sharegpt"
+    assert detect_format({"messages": []}) == "chat_template"
+    assert detect_format({"conversations": []}) is None
     assert detect_format({"prompt": "", "completion": ""}) == "prompt_completion"
     assert detect_format({"prompt": "", "chosen": "", "rejected": ""}) == "preference"
     assert detect_format({"foo": 1}) is None
@@ -221,9 +252,9 @@ def test_alpaca_bad_rows(row, field, kind, words):
         ),
         (
             [{"role": "user", "content": "u"}, {"role": "bot", "content": "a"}],
-            "messages[1].role",
-            "unknown_role",
-            "unknown role 'bot'",
+            "messages",
+            "no_assistant_turn",
+            "roles after mapping: ['bot', 'user']",
         ),
         (
             [{"role": "user", "text": "u"}, {"role": "assistant", "content": "a"}],
@@ -247,7 +278,7 @@ def test_alpaca_bad_rows(row, field, kind, words):
     ],
 )
 def test_messages_bad_rows(msgs, field, kind, words):
-    examples, invalid = extract_examples([{"messages": msgs}], "messages", "chats")
+    examples, invalid = extract_examples([{"messages": msgs}], "chat_template", "chats")
     assert examples == []
     (problem,) = invalid
     assert (problem.row, problem.field, problem.kind) == (0, field, kind)
@@ -258,8 +289,9 @@ def test_messages_bad_rows(msgs, field, kind, words):
 def test_missing_messages_column_and_non_dict_row():
     _, invalid = extract_examples(
         [{"conversations": [{"from": "human", "value": "x"}]}, {"other": 1}, "text"],
-        "sharegpt",
+        "chat_template",
         "sg",
+        SHAREGPT_KEYS,
     )
     assert [(p.row, p.field, p.kind) for p in invalid] == [
         (0, "conversations", "no_assistant_turn"),
