@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from axolotl.integrations.base import BasePlugin
 
-from axolotl_ipo import compat, config, distributed, rejection_sampling
+from axolotl_ipo import compat, config, distributed, preflight, rejection_sampling
 from axolotl_ipo.callbacks import IPOMetricsCallback
+from axolotl_ipo.errors import exit_on_user_error
 
 
 class IPOPlugin(BasePlugin):
@@ -18,13 +19,16 @@ class IPOPlugin(BasePlugin):
     def get_input_args(self) -> str:
         return "axolotl_ipo.args.IPOArgs"
 
+    @exit_on_user_error
     def register(self, cfg):
         if not config.is_active(cfg):
             return
         config.normalise(cfg)
+        preflight.check_model_paths(cfg)
         compat.disable_lora_kernels_without_cuda(cfg)
         distributed.request_cpu_process_group()
 
+    @exit_on_user_error
     def load_datasets(self, cfg, preprocess: bool = False):
         """SFT datasets become sampled pairs; preference datasets pass through unchanged.
 

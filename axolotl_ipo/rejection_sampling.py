@@ -14,6 +14,7 @@ from typing import Any
 
 from axolotl_ipo import distributed
 from axolotl_ipo.args import RejectionSamplingArgs
+from axolotl_ipo.errors import UserError
 from axolotl_ipo.pairs import PairsResult, build_pairs
 from axolotl_ipo.sampling import SamplingSettings, load_generator, model_fingerprint
 from axolotl_ipo.sft import PromptExample, extract_examples, fingerprint_examples
@@ -55,6 +56,12 @@ def config_examples(cfg: Any, sources: list[SFTSource], strict: bool):
         )
         examples.extend(found)
         invalid.extend(bad)
+    if not examples:
+        first = f" First: {invalid[0].message}" if invalid else ""
+        raise UserError(
+            f"no usable SFT rows in {', '.join(source.name for source in sources)} "
+            f"({len(invalid)} invalid); fix the rows or the dataset's field mapping.{first}"
+        )
     return examples, invalid
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from axolotl_ipo.errors import UserError
+
 __all__ = [
     "FORMATS",
     "InvalidRow",
@@ -360,7 +362,7 @@ def extract_examples(
         except _Bad as bad:
             problem = InvalidRow(source, index, bad.field, bad.reason, bad.kind)
             if strict:
-                raise ValueError(problem.message) from None
+                raise UserError(problem.message) from None
             invalid.append(problem)
             continue
         examples.append(PromptExample(messages, gold, source, index))

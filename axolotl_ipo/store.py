@@ -25,12 +25,15 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PairStore", "MergeStats", "cache_key", "dumps_row", "atomic_write"]
+from axolotl_ipo.errors import UserError
+
+__all__ = ["PairStore", "MergeStats", "StoreWriteError", "cache_key", "dumps_row", "atomic_write"]
 
 _SHARD = re.compile(r"^batch-(\d{6,})\.jsonl$")
 
@@ -64,11 +67,31 @@ def dumps_row(row: Mapping[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, sort_keys=True)
 
 
+class StoreWriteError(UserError, OSError):
+    """The disk refused a write (full, read-only, not a directory): said with the path."""
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        raise StoreWriteError(
+            f"cannot write {path}: {err.strerror or err}. Free disk space or choose a writable "
+            "directory (rejection_sampling.output_dir, or --output of axolotl-ipo sample); "
+            "batches already committed stay there and the next run resumes from them."
+        ) from err
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     """Write ``data`` to ``path`` atomically (tmp file in the same dir, fsync, rename)."""
     path = Path(path)
+    with _writing(path):
+        return _atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def _atomic_write(path: Path, payload: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -132,7 +155,8 @@ class PairStore:
     def open(cls, root: str | os.PathLike, parts: Mapping[str, Any]) -> PairStore:
         """The store for ``cache_key(parts)``; writes ``meta.json`` with the parts."""
         store = cls(root, cache_key(parts))
-        store.shards_dir.mkdir(parents=True, exist_ok=True)
+        with _writing(store.shards_dir):
+            store.shards_dir.mkdir(parents=True, exist_ok=True)
         if not store.meta_path.exists():
             meta = {"key": store.key, "parts": json.loads(_stable_json(dict(parts)))}
             atomic_write(store.meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")

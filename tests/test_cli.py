@@ -42,7 +42,7 @@ def test_check_names_a_missing_plugin_where_axolotl_needs_it_listed(tiny_model_d
     if compat.autoloads_entry_point_plugins():
         assert code == 0 and "dpo_loss_type: ['ipo']" in log, log[-2000:]
     else:
-        assert code != 0 and "- axolotl_ipo.IPOPlugin" in log
+        assert code == 1 and "add `plugins: [axolotl_ipo.IPOPlugin]`" in log
 
 
 def test_check_missing_file(tmp_path):
