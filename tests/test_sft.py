@@ -1,7 +1,8 @@
+import hashlib
+
 import pytest
 
 from axolotl_ipo.sft import (
-    InvalidRow,
     PromptExample,
     detect_format,
     extract_examples,
@@ -18,7 +19,7 @@ def one(rows, fmt, field_map=None, source="ds.jsonl"):
 
 def bad(rows, fmt, field_map=None, source="ds.jsonl"):
     examples, invalid = extract_examples(rows, fmt, source, field_map)
-    assert examples == [] or len(examples) < len(list(rows))
+    assert len(examples) == len(rows) - 1
     assert len(invalid) == 1
     return invalid[0]
 
@@ -302,10 +303,16 @@ def test_missing_messages_column_and_non_dict_row():
 
 
 def test_prompt_completion_missing_completion():
-    problem = bad([{"prompt": "p"}], "prompt_completion", source="pc")
-    assert problem == InvalidRow(
-        "pc", 0, "completion", problem.reason, "missing_field"
-    ) and problem.message.startswith("dataset 'pc', row 0, field 'completion': missing")
+    problem = bad([{"prompt": "p"}, {"prompt": "q", "completion": "c"}], "prompt_completion",
+                  source="pc")
+    assert (problem.source, problem.row, problem.field, problem.kind) == (
+        "pc", 0, "completion", "missing_field"
+    )
+    assert problem.reason == (
+        "missing; every row needs the gold completion in column 'completion'. Fix or remove "
+        "the row, or map the right column in the dataset config."
+    )
+    assert problem.message == f"dataset 'pc', row 0, field 'completion': {problem.reason}"
 
 
 def test_strict_raises_same_message():
@@ -321,7 +328,16 @@ def test_fingerprint_examples():
     from axolotl_ipo.sft import fingerprint_examples
 
     a, _ = extract_examples([GOOD, GOOD], "alpaca", "d")
-    b, _ = extract_examples([GOOD, {"instruction": "i", "output": "O"}], "alpaca", "d")
-    assert fingerprint_examples(a) == fingerprint_examples(list(a))
-    assert fingerprint_examples(a) != fingerprint_examples(b)
-    assert len(fingerprint_examples([])) == 64
+    same, _ = extract_examples([dict(GOOD), dict(GOOD)], "alpaca", "d")  # built anew
+    assert fingerprint_examples(a) == fingerprint_examples(same)
+    changed = [
+        [a[0], PromptExample(a[1].prompt_messages, "other gold", "d", 1)],
+        [a[0], PromptExample(a[1].prompt_messages, a[1].gold, "other source", 1)],
+        [a[0], PromptExample(a[1].prompt_messages, a[1].gold, "d", 7)],
+        [a[0], PromptExample([{"role": "user", "content": "j"}], a[1].gold, "d", 1)],
+        [a[1], a[0]],  # order
+        a[:1],
+    ]
+    prints = {fingerprint_examples(examples) for examples in [a, *changed]}
+    assert len(prints) == len(changed) + 1
+    assert fingerprint_examples([]) == hashlib.sha256(b"").hexdigest()
