@@ -295,8 +295,9 @@ def build_pairs(
         initial=sum(len(plan[i]) for i in mine if i in done),
         enabled=progress and rank == 0,
     )
+    sampled: list[int] = []  # of `todo`, what this process sampled (not another sharing it)
     try:
-        for index in todo:
+        for index in store.claim(todo):
             if generator is None:
                 generator = generator_factory()
                 generator_name = generator.name
@@ -316,6 +317,7 @@ def build_pairs(
                 for p, c in zip(batch, completions, strict=True)
             ]
             store.commit_batch(index, rows)
+            sampled.append(index)
             tokens += sum(c.n_tokens for c in completions)
             bar.update(len(batch))
             bar.set_postfix_str(f"{tokens / max(gen_seconds, 1e-9):.0f} tok/s", refresh=False)
@@ -331,7 +333,7 @@ def build_pairs(
             invalid=dict(sorted(Counter(bad.kind for bad in invalid).items())),
             dropped=stats.dropped,
             batches=len(plan),
-            batches_sampled=len(todo),
+            batches_sampled=len(sampled),
             tokens_generated=sum(int(r.get("rejected_tokens", 0)) for r in all_rows),
             truncated=sum(r.get("finish_reason") == "length" for r in all_rows),
             tokens_this_run=tokens,
@@ -350,7 +352,7 @@ def build_pairs(
         summary = PairsSummary.from_dict(recorded)
     else:  # only when ranks are simulated without a real barrier
         summary = PairsSummary(rows_in=rows_in, batches=len(plan))
-    summary.batches_sampled = len(todo)
+    summary.batches_sampled = len(sampled)
     summary.tokens_this_run = tokens
     summary.generation_seconds = gen_seconds
     summary.wall_seconds = time.perf_counter() - started
