@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from argparse import SUPPRESS
 from pathlib import Path
 
 import yaml
@@ -219,7 +221,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-generate", action="store_true", help="skip greedy answers (no task score)"
     )
     evaluate.set_defaults(func=cmd_eval)
+    _add_verbose_flag(parser, sub)
     return parser
+
+
+def _add_verbose_flag(parser: argparse.ArgumentParser, subcommands: argparse.Action) -> None:
+    """`-v` before or after the subcommand: show the libraries' logs and Axolotl's config dump."""
+    verbose = "show Axolotl's config dump and the libraries' warnings (quiet by default)"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose)
+    for sub in subcommands.choices.values():
+        sub.add_argument("-v", "--verbose", action="store_true", default=SUPPRESS, help=verbose)
+
+
+def quiet_libraries() -> None:
+    """Only warnings of axolotl-ipo/Axolotl and errors of other libraries (torchao,
+    bitsandbytes, torch) reach the terminal; set before Axolotl configures its logging.
+    AXOLOTL_LOG_LEVEL / LOG_LEVEL set by the user still win."""
+    os.environ.setdefault("AXOLOTL_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("LOG_LEVEL", "ERROR")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -233,7 +252,10 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    if not args.verbose:
+        quiet_libraries()
+    return run_command(args)
 
 
 if __name__ == "__main__":
