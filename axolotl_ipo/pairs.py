@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .lengths import count_too_long
 from .sampling.base import Completion, Generator, SamplingSettings
 from .sft import InvalidRow, PromptExample
 from .store import MergeStats, PairStore
@@ -336,6 +337,9 @@ def build_pairs(
             batches_sampled=len(sampled),
             tokens_generated=sum(int(r.get("rejected_tokens", 0)) for r in all_rows),
             truncated=sum(r.get("finish_reason") == "length" for r in all_rows),
+            too_long=count_too_long(
+                [r for r in all_rows if not r.get("drop_reason")], tokenizer, sequence_len
+            ),
             tokens_this_run=tokens,
             generation_seconds=gen_seconds,
             wall_seconds=time.perf_counter() - started,
