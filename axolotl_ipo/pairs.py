@@ -215,6 +215,16 @@ def _log_invalid(invalid: Sequence[InvalidRow]) -> None:
     )
 
 
+def _whole_run(counts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Every rank's share summed: the batches and tokens sampled now by the whole run; its
+    generation time is the slowest rank's (ranks generate in parallel)."""
+    return {
+        "batches_sampled": sum(int(c["batches_sampled"]) for c in counts),
+        "tokens_this_run": sum(int(c["tokens_this_run"]) for c in counts),
+        "generation_seconds": max((float(c["generation_seconds"]) for c in counts), default=0.0),
+    }
+
+
 def _progress(total: int, initial: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
@@ -334,18 +344,19 @@ def build_pairs(
             invalid=dict(sorted(Counter(bad.kind for bad in invalid).items())),
             dropped=stats.dropped,
             batches=len(plan),
-            batches_sampled=len(sampled),
             tokens_generated=sum(int(r.get("rejected_tokens", 0)) for r in all_rows),
             truncated=sum(r.get("finish_reason") == "length" for r in all_rows),
             too_long=count_too_long(
                 [r for r in all_rows if not r.get("drop_reason")], tokenizer, sequence_len
             ),
-            tokens_this_run=tokens,
-            generation_seconds=gen_seconds,
             wall_seconds=time.perf_counter() - started,
             generator=next((str(r["generator"]) for r in all_rows if r.get("generator")), ""),
+            **_whole_run(store.rank_counts(world_size)),
         ).to_dict()
 
+    local = {"batches_sampled": len(sampled), "tokens_this_run": tokens,
+             "generation_seconds": gen_seconds}
+    store.record_rank_counts(rank, local)
     sync()
     if rank == 0:
         store.merge(len(plan), summary=make_summary, invalid=map(_invalid_record, invalid))
@@ -355,10 +366,7 @@ def build_pairs(
     if recorded is not None:
         summary = PairsSummary.from_dict(recorded)
     else:  # only when ranks are simulated without a real barrier
-        summary = PairsSummary(rows_in=rows_in, batches=len(plan))
-    summary.batches_sampled = len(sampled)
-    summary.tokens_this_run = tokens
-    summary.generation_seconds = gen_seconds
+        summary = PairsSummary(rows_in=rows_in, batches=len(plan), **local)
     summary.wall_seconds = time.perf_counter() - started
     if rank == 0 and progress:
         logger.info("pairs written to %s\n%s", store.pairs_path, summary.format())

@@ -78,6 +78,33 @@ def _generator_options(cfg: Any, args: RejectionSamplingArgs) -> dict[str, Any]:
     return {"trust_remote_code": bool(cfg.get("trust_remote_code"))}
 
 
+def generator_stop_tokens(training_eos: str, generator_path: str, cfg: Any) -> tuple[str, ...]:
+    """Answers stop at the training tokenizer's EOS where the generator's tokenizer has it as one
+    token (always in self-play); a generator without it stops at its own EOS, and says so."""
+    if generator_path == cfg.get("base_model"):
+        return (training_eos,)
+    from transformers import AutoTokenizer
+
+    generator = AutoTokenizer.from_pretrained(
+        generator_path, trust_remote_code=bool(cfg.get("trust_remote_code"))
+    )
+    token_id = generator.convert_tokens_to_ids(training_eos)
+    if token_id is not None and token_id != generator.unk_token_id:
+        return (training_eos,)
+    if generator.eos_token is None:
+        raise UserError(
+            f"rejection_sampling.model {generator_path}: its tokenizer has neither an EOS token "
+            f"nor the training EOS {training_eos!r}, so its answers could not end; use a "
+            "generator whose tokenizer defines eos_token."
+        )
+    LOG.warning(
+        "rejection_sampling.model %s has no token %r (the training tokenizer's EOS): its "
+        "answers stop at its own EOS %r; every pair still ends with %r.",
+        generator_path, training_eos, generator.eos_token, training_eos,
+    )
+    return ()
+
+
 def build_pairs_for_config(
     cfg: Any,
     output_dir: str | Path | None = None,
@@ -104,7 +131,7 @@ def build_pairs_for_config(
         top_p=args.top_p,
         seed=args.seed,
         batch_size=args.batch_size,
-        stop_tokens=(tokenizer.eos_token,),
+        stop_tokens=generator_stop_tokens(tokenizer.eos_token, generator_path, cfg),
     )
     options = _generator_options(cfg, args)
     parts = {

@@ -9,6 +9,7 @@ Layout::
     <root>/<key>/invalid.jsonl             rows that were not used, with reasons
     <root>/<key>/summary.json              run summary
     <root>/<key>/COMPLETE                  written last: the store is complete
+    <root>/<key>/ranks/rank-00000.json     what each rank sampled in the last run (summary)
     <root>/<key>/locks/                    flock files: one per batch being sampled, one for
                                            meta/plan/merge (released when a process dies)
 
@@ -270,6 +271,18 @@ class PairStore:
                 )
             return
         atomic_write(path, text)
+
+    def record_rank_counts(self, rank: int, counts: Mapping[str, Any]) -> None:
+        """What this rank sampled in this run, for rank 0's summary of the whole run."""
+        atomic_write(self._rank_path(rank), json.dumps(dict(counts), sort_keys=True) + "\n")
+
+    def rank_counts(self, world_size: int) -> list[dict]:
+        """The recorded counts of ranks ``0..world_size-1`` (those that recorded any)."""
+        paths = [self._rank_path(rank) for rank in range(world_size)]
+        return [json.loads(path.read_text(encoding="utf-8")) for path in paths if path.exists()]
+
+    def _rank_path(self, rank: int) -> Path:
+        return self.dir / "ranks" / f"rank-{rank:05d}.json"
 
     # -- merged output ---------------------------------------------------------------------
     def is_complete(self) -> bool:

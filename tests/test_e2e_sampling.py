@@ -52,6 +52,7 @@ def test_one_and_two_ranks_sample_identical_pairs(tiny_model_dir, tmp_path):
             "-m", "axolotl_ipo.cli", "sample", str(cfg), "--output", str(tmp_path / "two")]
     code, log = run(argv, tmp_path)
     assert code == 0, log[-3000:]
+    assert "batches (sampled now / all)     3 / 3" in log  # both ranks' batches, not rank 0's
     one = (tmp_path / "one" / "pairs.jsonl").read_bytes()
     two = (tmp_path / "two" / "pairs.jsonl").read_bytes()
     assert one == two and len(one.splitlines()) == 8
