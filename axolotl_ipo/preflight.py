@@ -18,7 +18,7 @@ JSON_SUFFIXES = (".json", ".jsonl")
 def looks_local(path: str) -> bool:
     """A filesystem path, not a hub id (`name` or `namespace/name`)."""
     return (
-        path.startswith(("/", "./", "../", "~", "."))
+        path.startswith(("/", "~", "."))
         or path.count("/") > 1
         or os.sep != "/" and os.sep in path
     )
