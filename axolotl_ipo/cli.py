@@ -4,12 +4,15 @@ train self-play rounds."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from argparse import SUPPRESS
 from pathlib import Path
 
 import yaml
 
 from axolotl_ipo import __version__
+from axolotl_ipo.errors import PREFIX, UserError, one_line
 
 PLUGIN_NAME = "axolotl_ipo.IPOPlugin"
 
@@ -18,33 +21,55 @@ def _plugin_listed(raw: dict) -> bool:
     return PLUGIN_NAME in (raw.get("plugins") or [])
 
 
+def _read_yaml(config_path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or err
+        raise UserError(f"{config_path}: not valid YAML{where}: {problem}; fix the file.") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{config_path}: expected a YAML mapping of config keys at the top level.")
+    return raw
+
+
+def _validation_summary(err) -> str:
+    """Axolotl's pydantic errors as `key: message; ...` (without the echoed input)."""
+    parts = []
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "config"
+        parts.append(f"{key}: {str(item['msg']).removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
 def load_config(path: str):
     """Load and validate CONFIG through Axolotl's own loader, with this plugin registered."""
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise UserError(f"no config file at {config_path}; check the path.")
+    raw = _read_yaml(config_path)
+
     from axolotl.cli.config import load_cfg
+    from pydantic import ValidationError
 
     from axolotl_ipo import compat
 
-    config_path = Path(path)
-    if not config_path.is_file():
-        raise SystemExit(f"axolotl-ipo: no config file at {config_path}")
-    raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     if not _plugin_listed(raw) and not compat.autoloads_entry_point_plugins():
-        raise SystemExit(
-            f"axolotl-ipo: {config_path} does not list the plugin, and axolotl "
-            f"{compat.axolotl_version()} only loads listed plugins. Add\n"
-            f"  plugins:\n    - {PLUGIN_NAME}\nto the config."
+        raise UserError(
+            f"{config_path} does not list the plugin, and axolotl {compat.axolotl_version()} "
+            f"only loads listed plugins: add `plugins: [{PLUGIN_NAME}]` to the config."
         )
-    return load_cfg(str(config_path))
+    try:
+        return load_cfg(str(config_path))
+    except ValidationError as err:
+        raise UserError(f"{config_path}: {_validation_summary(err)}") from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from axolotl_ipo.config import IPOConfigError, resolved_settings
+    from axolotl_ipo.config import resolved_settings
 
-    try:
-        cfg = load_config(args.config)
-    except IPOConfigError as err:
-        print(f"axolotl-ipo: {args.config}: {err}", file=sys.stderr)
-        return 1
+    cfg = load_config(args.config)
     print(f"{args.config}: valid")
     for key, value in resolved_settings(cfg).items():
         print(f"  {key}: {value}")
@@ -91,7 +116,7 @@ def _heldout_entry(cfg, args: argparse.Namespace) -> dict:
     if not sources:
         raise SystemExit(
             "axolotl-ipo eval: the config has no SFT dataset to take the held-out format from; "
-            "pass --type (alpaca, chat_template, sharegpt, prompt_completion)"
+            "pass --type (alpaca, chat_template or prompt_completion)"
         )
     location = ("path", "split", "data_files", "name", "ds_type", "revision")
     entry = {k: v for k, v in sources[0].entry.items() if k not in location}
@@ -264,12 +289,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(func=cmd_eval)
     _add_selfplay(sub)
+    _add_verbose_flag(parser, sub)
     return parser
+
+
+def _add_verbose_flag(parser: argparse.ArgumentParser, subcommands: argparse.Action) -> None:
+    """`-v` before or after the subcommand: show the libraries' logs and Axolotl's config dump."""
+    verbose = "show Axolotl's config dump and the libraries' warnings (quiet by default)"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose)
+    for sub in subcommands.choices.values():
+        sub.add_argument("-v", "--verbose", action="store_true", default=SUPPRESS, help=verbose)
+
+
+def quiet_libraries() -> None:
+    """Only warnings of axolotl-ipo/Axolotl and errors of other libraries (torchao,
+    bitsandbytes, torch) reach the terminal; set before Axolotl configures its logging.
+    AXOLOTL_LOG_LEVEL / LOG_LEVEL set by the user still win."""
+    os.environ.setdefault("AXOLOTL_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("LOG_LEVEL", "ERROR")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Every subcommand runs through here: a user's mistake (config, data, paths) or a disk
+    error is one line on stderr and exit code 1, never a traceback."""
+    try:
+        return args.func(args)
+    except (UserError, OSError) as err:
+        print(PREFIX + one_line(err), file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    if not args.verbose:
+        quiet_libraries()
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ from pydantic import ValidationError
 
 from axolotl_ipo import compat
 from axolotl_ipo.args import IPOArgs
+from axolotl_ipo.errors import UserError
 
 DEFAULT_TAU = 0.1
 PLUGIN_KEYS = ("ipo_tau", "ipo_sft_weight", "rejection_sampling")
 
 
-class IPOConfigError(ValueError):
+class IPOConfigError(UserError):
     """A config mistake, with the key to change and what to write instead."""
 
 

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from axolotl_ipo import compat
+
 LOG = logging.getLogger("axolotl_ipo")
 
 
@@ -32,9 +34,11 @@ def is_cpu_multiprocess() -> bool:
 
 
 def request_cpu_process_group() -> None:
-    """Without ACCELERATE_USE_CPU, CPU ranks under torchrun silently train independent models."""
+    """Without ACCELERATE_USE_CPU, CPU ranks under torchrun silently train independent models;
+    on a CUDA build of torch without a driver, Axolotl's P2P probe would crash them."""
     if is_cpu_multiprocess():
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")
+        compat.guard_cuda_p2p_check()
 
 
 def fix_cpu_device_map(cfg: MutableMapping) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .lengths import count_too_long
 from .sampling.base import Generator, SamplingSettings
 from .selection import PairPolicy, PromptSamples
 from .sft import InvalidRow, PromptExample
@@ -263,6 +264,16 @@ def _log_check_errors(rows: Sequence[dict], check: str) -> None:
         )
 
 
+def _whole_run(counts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Every rank's share summed: the batches and tokens sampled now by the whole run; its
+    generation time is the slowest rank's (ranks generate in parallel)."""
+    return {
+        "batches_sampled": sum(int(c["batches_sampled"]) for c in counts),
+        "tokens_this_run": sum(int(c["tokens_this_run"]) for c in counts),
+        "generation_seconds": max((float(c["generation_seconds"]) for c in counts), default=0.0),
+    }
+
+
 def _progress(total: int, initial: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
@@ -355,7 +366,8 @@ def _prepare(
 
 
 def _sample_mine(job: _Job, mine: list[int], sampler: _Sampler, progress: bool) -> int:
-    """Sample this rank's batches that are not in the store yet; returns how many."""
+    """Sample this rank's batches that are not in the store yet; returns how many this
+    process sampled."""
     done = sampler.store.done_batches()
     todo = [i for i in mine if i not in done]
     bar = _progress(
@@ -363,19 +375,23 @@ def _sample_mine(job: _Job, mine: list[int], sampler: _Sampler, progress: bool) 
         initial=sum(len(job.plan[i]) for i in mine if i in done),
         enabled=progress,
     )
+    sampled = 0  # what this process sampled (not batches another process sharing the store did)
     try:
-        for index in todo:
+        for index in sampler.store.claim(todo):
             sampler.commit(index, [job.prompts[pos] for pos in job.plan[index]])
+            sampled += 1
             bar.update(len(job.plan[index]))
             rate = sampler.tokens / max(sampler.seconds, 1e-9)
             bar.set_postfix_str(f"{rate:.0f} tok/s", refresh=False)
     finally:
         bar.close()
         sampler.close()
-    return len(todo)
+    return sampled
 
 
-def _summary(job: _Job, policy: PairPolicy, stats: MergeStats, rows: list[dict]) -> PairsSummary:
+def _summary(
+    job: _Job, policy: PairPolicy, stats: MergeStats, rows: list[dict], too_long: int
+) -> PairsSummary:
     """The run summary from every shard row (earlier, interrupted runs included)."""
     return PairsSummary(
         rows_in=job.rows_in,
@@ -388,28 +404,26 @@ def _summary(job: _Job, policy: PairPolicy, stats: MergeStats, rows: list[dict])
         samples_judged=sum(int(r.get("samples", 0)) for r in rows),
         samples_right=sum(int(r.get("samples_right", 0)) for r in rows),
         answer_check=policy.answer_check,
+        too_long=too_long,
         generator=next((str(r["generator"]) for r in rows if r.get("generator")), ""),
     )
 
 
-def _merge(store: PairStore, job: _Job, sampler: _Sampler, sampled: int, started: float) -> None:
+def _merge(
+    store: PairStore, job: _Job, policy: PairPolicy, world_size: int, too_long: Callable
+) -> None:
+    """Rank 0: every shard into pairs.jsonl, with the summary of the whole run (all ranks'
+    counters summed)."""
+
     def summary(stats: MergeStats, rows: list[dict]) -> dict[str, Any]:
-        _log_check_errors(rows, sampler.policy.answer_check)
-        merged = _summary(job, sampler.policy, stats, rows)
-        return _with_counters(merged, sampler, sampled, started).to_dict()
+        _log_check_errors(rows, policy.answer_check)
+        kept = [r for r in rows if not r.get("drop_reason")]
+        merged = _summary(job, policy, stats, rows, too_long(kept))
+        for key, value in _whole_run(store.rank_counts(world_size)).items():
+            setattr(merged, key, value)
+        return merged.to_dict()
 
     store.merge(len(job.plan), summary=summary, invalid=map(_invalid_record, job.invalid))
-
-
-def _with_counters(
-    summary: PairsSummary, sampler: _Sampler, sampled: int, started: float
-) -> PairsSummary:
-    """The summary with this process's own counters (batches, tokens, seconds of this run)."""
-    summary.batches_sampled = sampled
-    summary.tokens_this_run = sampler.tokens
-    summary.generation_seconds = sampler.seconds
-    summary.wall_seconds = time.perf_counter() - started
-    return summary
 
 
 def _check_ranks(rank: int, world_size: int, barrier: Callable[[], None] | None) -> None:
@@ -462,16 +476,22 @@ def build_pairs(
     sampler = _Sampler(generator_factory, settings, policy, end, store, keep_messages)
     mine = [i for i in range(len(job.plan)) if i % world_size == rank]
     sampled = _sample_mine(job, mine, sampler, progress and rank == 0)
+    local = {"batches_sampled": sampled, "tokens_this_run": sampler.tokens,
+             "generation_seconds": sampler.seconds}
+    store.record_rank_counts(rank, local)
     sync = barrier or (lambda: None)
     sync()
     if rank == 0:
-        _merge(store, job, sampler, sampled, started)
+        _merge(store, job, policy, world_size,
+               lambda rows: count_too_long(rows, tokenizer, sequence_len))
     sync()
 
     recorded = store.read_summary() if store.is_complete() else None
-    # no recorded summary only when ranks are simulated without a real barrier
-    found = PairsSummary.from_dict(recorded or {"rows_in": job.rows_in, "batches": len(job.plan)})
-    summary = _with_counters(found, sampler, sampled, started)
+    if recorded is not None:
+        summary = PairsSummary.from_dict(recorded)
+    else:  # only when ranks are simulated without a real barrier
+        summary = PairsSummary(rows_in=job.rows_in, batches=len(job.plan), **local)
+    summary.wall_seconds = time.perf_counter() - started
     if rank == 0 and progress:
         logger.info("pairs written to %s\n%s", store.pairs_path, summary.format())
     return PairsResult(store.pairs_path, summary, store)

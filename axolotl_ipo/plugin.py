@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 from axolotl.integrations.base import BasePlugin
 
-from axolotl_ipo import compat, config, distributed, rejection_sampling
+from axolotl_ipo import compat, config, distributed, preflight, rejection_sampling
 from axolotl_ipo.callbacks import IPODiagnosticsCallback, IPOMetricsCallback
-
-
-@contextlib.contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """A user's mistake ends the Axolotl command with its one-line message, no traceback."""
-    try:
-        yield
-    except (config.IPOConfigError, rejection_sampling.NoPairsError) as err:
-        raise SystemExit(f"axolotl-ipo: {err}") from None
+from axolotl_ipo.errors import exit_on_user_error
 
 
 class IPOPlugin(BasePlugin):
@@ -30,13 +19,16 @@ class IPOPlugin(BasePlugin):
     def get_input_args(self) -> str:
         return "axolotl_ipo.args.IPOArgs"
 
+    @exit_on_user_error
     def register(self, cfg):
         if not config.is_active(cfg):
             return
-        with _one_line_errors():
-            config.normalise(cfg)
+        config.normalise(cfg)
+        preflight.check_model_paths(cfg)
+        compat.disable_lora_kernels_without_cuda(cfg)
         distributed.request_cpu_process_group()
 
+    @exit_on_user_error
     def load_datasets(self, cfg, preprocess: bool = False):
         """SFT datasets become sampled pairs; preference datasets pass through unchanged.
 
@@ -45,8 +37,7 @@ class IPOPlugin(BasePlugin):
         if not config.is_active(cfg):
             return None
         distributed.fix_cpu_device_map(cfg)
-        with _one_line_errors():
-            result = rejection_sampling.build_pairs_for_config(cfg)
+        result = rejection_sampling.build_pairs_for_config(cfg)
         if result is None:
             return None
         from axolotl.common.datasets import load_preference_datasets

@@ -16,6 +16,7 @@ from typing import Any
 from axolotl_ipo import distributed
 from axolotl_ipo.args import RejectionSamplingArgs
 from axolotl_ipo.checks import check_fingerprint
+from axolotl_ipo.errors import UserError
 from axolotl_ipo.pairs import PairsResult, build_pairs
 from axolotl_ipo.sampling import SamplingSettings, load_generator, model_fingerprint
 from axolotl_ipo.selection import PairPolicy
@@ -47,7 +48,7 @@ def store_root(cfg: Any, args: RejectionSamplingArgs) -> Path:
     return Path(cfg.get("dataset_prepared_path") or "last_run_prepared") / "ipo_pairs"
 
 
-class NoPairsError(ValueError):
+class NoPairsError(UserError):
     """Every row was dropped or invalid: nothing to train on."""
 
 
@@ -69,6 +70,12 @@ def config_examples(
         )
         examples.extend(found)
         invalid.extend(bad)
+    if not examples:
+        first = f" First: {invalid[0].message}" if invalid else ""
+        raise UserError(
+            f"no usable SFT rows in {', '.join(source.name for source in sources)} "
+            f"({len(invalid)} invalid); fix the rows or the dataset's field mapping.{first}"
+        )
     return examples, invalid
 
 
@@ -85,19 +92,46 @@ def _generator_options(cfg: Any, args: RejectionSamplingArgs) -> dict[str, Any]:
     return {"trust_remote_code": bool(cfg.get("trust_remote_code"))}
 
 
-def _settings(args: RejectionSamplingArgs, tokenizer: Any) -> SamplingSettings:
+def _settings(args: RejectionSamplingArgs, stop_tokens: tuple[str, ...]) -> SamplingSettings:
     return SamplingSettings(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
         seed=args.seed,
         batch_size=args.batch_size,
-        stop_tokens=(tokenizer.eos_token,),
+        stop_tokens=stop_tokens,
     )
 
 
 def pair_policy(args: RejectionSamplingArgs) -> PairPolicy:
     return PairPolicy(args.answer_check, args.num_samples, args.chosen, args.truncated)
+
+
+def generator_stop_tokens(training_eos: str, generator_path: str, cfg: Any) -> tuple[str, ...]:
+    """Answers stop at the training tokenizer's EOS where the generator's tokenizer has it as one
+    token (always in self-play); a generator without it stops at its own EOS, and says so."""
+    if generator_path == cfg.get("base_model"):
+        return (training_eos,)
+    from transformers import AutoTokenizer
+
+    generator = AutoTokenizer.from_pretrained(
+        generator_path, trust_remote_code=bool(cfg.get("trust_remote_code"))
+    )
+    token_id = generator.convert_tokens_to_ids(training_eos)
+    if token_id is not None and token_id != generator.unk_token_id:
+        return (training_eos,)
+    if generator.eos_token is None:
+        raise UserError(
+            f"rejection_sampling.model {generator_path}: its tokenizer has neither an EOS token "
+            f"nor the training EOS {training_eos!r}, so its answers could not end; use a "
+            "generator whose tokenizer defines eos_token."
+        )
+    LOG.warning(
+        "rejection_sampling.model %s has no token %r (the training tokenizer's EOS): its "
+        "answers stop at its own EOS %r; every pair still ends with %r.",
+        generator_path, training_eos, generator.eos_token, training_eos,
+    )
+    return ()
 
 
 def build_pairs_for_config(
@@ -120,7 +154,8 @@ def build_pairs_for_config(
     examples, invalid = config_examples(cfg, sources, args.strict, args.answers_field)
     examples = examples[:limit] if limit is not None else examples
     generator_path = args.model or cfg.get("base_model")
-    settings, policy = _settings(args, tokenizer), pair_policy(args)
+    stops = generator_stop_tokens(tokenizer.eos_token, generator_path, cfg)
+    settings, policy = _settings(args, stops), pair_policy(args)
     options = _generator_options(cfg, args)
     parts = {
         "format_version": PAIRS_FORMAT_VERSION,

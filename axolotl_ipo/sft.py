@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from axolotl_ipo.errors import UserError
+
 __all__ = [
     "FORMATS",
     "InvalidRow",
@@ -56,38 +58,36 @@ class InvalidRow:
         return self.message
 
 
-# Format name -> canonical format. "messages" and "chat_template" are the same thing
-# (OpenAI messages / Axolotl's chat_template type), "sharegpt" only changes defaults.
-FORMATS: dict[str, str] = {
-    "alpaca": "alpaca",
-    "messages": "messages",
-    "chat_template": "messages",
-    "openai": "messages",
-    "sharegpt": "sharegpt",
-    "conversations": "sharegpt",
-    "prompt_completion": "prompt_completion",
-    "completion": "prompt_completion",
-    "input_output": "prompt_completion",
-}
+# The SFT `type:`s both supported Axolotl releases accept with `rl:` set, each with the dataset
+# keys that shape its rows. `chat_template` covers OpenAI-style `messages` and ShareGPT-style
+# `conversations` (`field_messages` + `message_property_mappings`); `sharegpt` itself is
+# rejected by Axolotl >= 0.19 ("deprecated, use chat_template"). `prompt_completion` is this
+# plugin's own (Axolotl's `completion` and `input_output` read other shapes).
+FORMATS: tuple[str, ...] = ("alpaca", "chat_template", "prompt_completion")
 
 ALLOWED_KEYS: dict[str, set[str]] = {
     "alpaca": {"field_instruction", "field_input", "field_output", "field_system"},
-    "messages": {"field_messages", "message_property_mappings", "roles", "field_system"},
-    "sharegpt": {"field_messages", "message_property_mappings", "roles", "field_system"},
+    "chat_template": {
+        "field_messages",
+        "message_property_mappings",
+        "message_field_role",
+        "message_field_content",
+        "roles",
+        "drop_system_message",
+    },
     "prompt_completion": {"field_prompt", "field_completion", "field_system"},
 }
 
-_SHAREGPT_ROLES = {
+# Axolotl's chat_template role mapping (ChatTemplatePrompter): used unless the dataset sets
+# `roles: {target: [source, ...]}`, which replaces it; unlisted roles pass through unchanged.
+AXOLOTL_DEFAULT_ROLES = {
     "human": "user",
     "user": "user",
-    "gpt": "assistant",
     "assistant": "assistant",
-    "model": "assistant",
+    "gpt": "assistant",
     "system": "system",
     "tool": "tool",
-    "function_response": "tool",
 }
-_CHAT_ROLES = {r: r for r in ("system", "user", "assistant", "tool")}
 _PREFERENCE_KEYS = ("chosen", "rejected")
 
 
@@ -115,28 +115,26 @@ def is_preference_row(row: Mapping[str, Any]) -> bool:
 
 
 def detect_format(row: Mapping[str, Any]) -> str | None:
-    """Guess the format of a row: ``preference``, ``alpaca``, ``messages``, ``sharegpt``,
-    ``prompt_completion``, or ``None`` when nothing matches."""
+    """Guess the format of a row: ``preference``, ``alpaca``, ``chat_template`` (OpenAI-style
+    ``messages``), ``prompt_completion``, or ``None`` when nothing matches."""
     if is_preference_row(row):
         return "preference"
     if "instruction" in row and "output" in row:
         return "alpaca"
     if "messages" in row:
-        return "messages"
-    if "conversations" in row:
-        return "sharegpt"
+        return "chat_template"
     if "prompt" in row and "completion" in row:
         return "prompt_completion"
     return None
 
 
 def _canonical(fmt: str) -> str:
-    try:
-        return FORMATS[fmt]
-    except KeyError:
+    if fmt not in FORMATS:
         raise ValueError(
-            f"unknown SFT format {fmt!r}; use one of {sorted(FORMATS)}, or 'auto' to detect it"
-        ) from None
+            f"unknown SFT format {fmt!r}; use one of {list(FORMATS)}, or 'auto' to detect it "
+            "(ShareGPT data: chat_template with field_messages and message_property_mappings)"
+        )
+    return fmt
 
 
 def _check_field_map(fmt: str, field_map: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -209,18 +207,25 @@ def _content(value: Any, where: str) -> str:
     )
 
 
-def _conversation(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]:
-    sharegpt = spec.fmt == "sharegpt"
-    key = spec.get("field_messages", "conversations" if sharegpt else "messages")
+def _message_keys(spec: _Spec) -> tuple[str, str, str]:
+    """(field_messages, role key, content key) as Axolotl resolves them, legacy keys included."""
     props = dict(spec.get("message_property_mappings", {}))
-    role_key = props.get("role", "from" if sharegpt else "role")
-    content_key = props.get("content", "value" if sharegpt else "content")
-    roles = dict(_SHAREGPT_ROLES if sharegpt else _CHAT_ROLES)
-    # Axolotl style: roles: {user: [human, user], assistant: [gpt, assistant]}
-    for target, names in dict(spec.get("roles", {})).items():
-        for name in [names] if isinstance(names, str) else names:
-            roles[name] = target
+    role_key = props.get("role") or spec.get("message_field_role", "role")
+    content_key = props.get("content") or spec.get("message_field_content", "content")
+    return spec.get("field_messages", "messages"), role_key, content_key
 
+
+def _role_map(spec: _Spec) -> dict[str, str]:
+    """Axolotl's default mapping, or exactly the dataset's `roles: {target: [source, ...]}`."""
+    roles = spec.fields.get("roles")
+    if not roles:
+        return dict(AXOLOTL_DEFAULT_ROLES)
+    return {source: target for target, sources in roles.items() for source in sources}
+
+
+def _turns(row: Mapping[str, Any], spec: _Spec) -> list[dict]:
+    """The row's messages with roles mapped as Axolotl maps them (unmapped roles unchanged)."""
+    key, role_key, content_key = _message_keys(spec)
     if key not in row or row[key] is None:
         raise _Bad(
             key,
@@ -233,7 +238,7 @@ def _conversation(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]
         raise _Bad(
             key, "expected a non-empty list of messages; fix or remove the row.", "wrong_type"
         )
-
+    roles = _role_map(spec)
     messages: list[dict] = []
     for i, turn in enumerate(turns):
         where = f"{key}[{i}]"
@@ -248,42 +253,39 @@ def _conversation(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]
                 f"(role/content) to the keys your messages use (found {sorted(turn)}).",
                 "missing_field",
             )
-        raw_role = turn[role_key]
-        if raw_role not in roles:
-            raise _Bad(
-                f"{where}.{role_key}",
-                f"unknown role {raw_role!r}; map it with roles "
-                f"(e.g. roles: {{user: [{raw_role!r}]}}) or fix the row.",
-                "unknown_role",
-            )
-        messages.append(
-            {
-                "role": roles[raw_role],
-                "content": _content(turn[content_key], f"{where}.{content_key}"),
-            }
-        )
+        role = roles.get(turn[role_key], turn[role_key])
+        content = _content(turn[content_key], f"{where}.{content_key}")
+        messages.append({"role": role, "content": content})
+    return messages
 
-    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+
+def _no_assistant_turn(key: str, messages: list[dict]) -> _Bad:
+    found = sorted({str(m["role"]) for m in messages})
+    return _Bad(
+        key,
+        f"no assistant turn, so no gold answer (roles after mapping: {found}). Add one, or "
+        "if another role answers, map it with the dataset's `roles:` (it replaces Axolotl's "
+        "default human/user -> user, gpt/assistant -> assistant, so list every role), "
+        "e.g. roles: {user: [human], assistant: [bot]}.",
+        "no_assistant_turn",
+    )
+
+
+def _conversation(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]:
+    """Axolotl's chat_template conversation: prompt = turns before the last assistant turn."""
+    key, _, content_key = _message_keys(spec)
+    turns = _turns(row, spec)
+    last = max((i for i, m in enumerate(turns) if m["role"] == "assistant"), default=None)
     if last is None:
-        raise _Bad(
-            key,
-            "the conversation has no assistant turn, so there is no gold answer; "
-            "add one or remove the row.",
-            "no_assistant_turn",
-        )
-    gold = messages[last]["content"]
+        raise _no_assistant_turn(key, turns)
+    gold = turns[last]["content"]
     if not gold.strip():
         raise _Bad(
             f"{key}[{last}].{content_key}",
             "the last assistant turn (the gold answer) is empty; fix or remove the row.",
             "empty_field",
         )
-    prompt = messages[:last]
-    system_key = spec.fields.get("field_system")
-    if system_key and not any(m["role"] == "system" for m in prompt):
-        system = _text(row, system_key, required=False, what="system")
-        if system:
-            prompt.insert(0, {"role": "system", "content": system})
+    prompt = turns[:last]
     if not any(m["role"] == "user" for m in prompt):
         raise _Bad(
             key,
@@ -291,6 +293,11 @@ def _conversation(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]
             "fix or remove the row.",
             "no_user_turn",
         )
+    system = row.get("system")  # Axolotl's chat_template reads a `system` column like this
+    if prompt[0]["role"] != "system" and isinstance(system, str) and system.strip():
+        prompt.insert(0, {"role": "system", "content": system})
+    if spec.get("drop_system_message", False) and prompt[0]["role"] == "system":
+        prompt = prompt[1:]
     return prompt, gold
 
 
@@ -328,8 +335,7 @@ def _answers(row: Mapping[str, Any], key: str | None) -> tuple[str, ...]:
 
 _EXTRACTORS = {
     "alpaca": _alpaca,
-    "messages": _conversation,
-    "sharegpt": _conversation,
+    "chat_template": _conversation,
     "prompt_completion": _prompt_completion,
 }
 
@@ -346,9 +352,8 @@ def extract_examples(
     """Turn SFT rows into prompt examples.
 
     ``fmt`` is one of :data:`FORMATS` or ``"auto"`` (detected from the first row).
-    ``field_map`` renames columns/keys (``field_instruction``, ``field_input``,
-    ``field_output``, ``field_system``, ``field_messages``, ``message_property_mappings``,
-    ``roles``, ``field_prompt``, ``field_completion``). Invalid rows are returned as
+    ``field_map`` holds the dataset entry's keys for that format (:data:`ALLOWED_KEYS`, with
+    Axolotl's meaning and defaults). Invalid rows are returned as
     :class:`InvalidRow` records; with ``strict=True`` the first one raises ``ValueError``.
     ``answers_field`` names a column of acceptable answers (kept in ``PromptExample.answers``).
     Preference rows (``chosen``/``rejected``) raise ``ValueError``: they need no sampling
@@ -383,7 +388,7 @@ def extract_examples(
         except _Bad as bad:
             problem = InvalidRow(source, index, bad.field, bad.reason, bad.kind)
             if strict:
-                raise ValueError(problem.message) from None
+                raise UserError(problem.message) from None
             invalid.append(problem)
             continue
         examples.append(PromptExample(messages, gold, source, index, answers))

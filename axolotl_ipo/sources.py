@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from axolotl_ipo.errors import UserError
+from axolotl_ipo.preflight import dataset_problem
 from axolotl_ipo.sft import ALLOWED_KEYS, FORMATS
 
 CUSTOM_INSTRUCT_KEYS = ("field_instruction", "field_input", "field_output", "field_system")
@@ -40,7 +42,7 @@ def _sft_format(entry: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         return None
     if entry.get("field_chosen") or entry.get("field_rejected"):
         return None  # Axolotl's DPO chat_template with chosen/rejected message fields
-    fmt = FORMATS[ds_type.split(":")[0]]
+    fmt = ds_type.split(":")[0]
     return fmt, {key: entry[key] for key in ALLOWED_KEYS[fmt] if entry.get(key) is not None}
 
 
@@ -64,7 +66,13 @@ def load_rows(source: SFTSource, use_auth_token: bool = False):
     from datasets import DatasetDict
 
     entry = {key: value for key, value in source.entry.items() if key != "type"}
-    dataset = load_dataset_with_config(DictDefault(entry), use_auth_token)
+    try:
+        dataset = load_dataset_with_config(DictDefault(entry), use_auth_token)
+    except Exception as err:  # noqa: BLE001 - replaced by what is wrong with the file, if known
+        problem = dataset_problem(source.name, source.entry.get("path"))
+        if problem is None:
+            raise
+        raise UserError(problem) from err
     if isinstance(dataset, DatasetDict):
         dataset = dataset[source.entry.get("split") or "train"]
     return dataset

@@ -9,28 +9,41 @@ Layout::
     <root>/<key>/invalid.jsonl             rows that were not used, with reasons
     <root>/<key>/summary.json              run summary
     <root>/<key>/COMPLETE                  written last: the store is complete
+    <root>/<key>/ranks/rank-00000.json     what each rank sampled in the last run (summary)
+    <root>/<key>/locks/                    flock files: one per batch being sampled, one for
+                                           meta/plan/merge (released when a process dies)
 
 Every file is written to a temporary file in the same directory, flushed, fsynced and
 renamed over the target, so a ``kill -9`` at any moment loses at most the batch in
-flight. Shard rows carrying a truthy ``drop_reason`` are kept in the shard (so resumed
-runs can count them) but left out of ``pairs.jsonl``. Nothing here knows about models.
+flight. Several processes may share a store (the ranks of one job, or two runs of the same
+config): a batch is sampled by whoever holds its lock, the others skip it or wait for it and
+reuse it. Files get the mode a plain ``open`` would give (0666 less the umask). Shard rows
+carrying a truthy ``drop_reason`` are kept in the shard (so resumed runs can count them) but
+left out of ``pairs.jsonl``. Nothing here knows about models.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PairStore", "MergeStats", "cache_key", "dumps_row", "atomic_write"]
+from axolotl_ipo.errors import UserError
+
+logger = logging.getLogger("axolotl_ipo.store")
+
+__all__ = ["PairStore", "MergeStats", "StoreWriteError", "cache_key", "dumps_row", "atomic_write"]
 
 _SHARD = re.compile(r"^batch-(\d{6,})\.jsonl$")
 
@@ -64,13 +77,58 @@ def dumps_row(row: Mapping[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, sort_keys=True)
 
 
+class StoreWriteError(UserError, OSError):
+    """The disk refused a write (full, read-only, not a directory): said with the path."""
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        raise StoreWriteError(
+            f"cannot write {path}: {err.strerror or err}. Free disk space or choose a writable "
+            "directory (rejection_sampling.output_dir, or --output of axolotl-ipo sample); "
+            "batches already committed stay there and the next run resumes from them."
+        ) from err
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     """Write ``data`` to ``path`` atomically (tmp file in the same dir, fsync, rename)."""
     path = Path(path)
+    with _writing(path):
+        return _atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def _file_mode() -> int:
+    """What `open(path, "w")` would create: mkstemp's own 0600 would differ from other files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def _flock(path: Path, wait: bool) -> Iterator[bool]:
+    """An exclusive lock on ``path``; yields False instead of waiting when ``wait`` is False.
+    The kernel drops it when the process dies, so a killed run never leaves a stale lock."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with open(path, "ab") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _atomic_write(path: Path, payload: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -127,15 +185,19 @@ class PairStore:
         self.summary_path = self.dir / "summary.json"
         self.meta_path = self.dir / "meta.json"
         self.complete_path = self.dir / "COMPLETE"
+        self.locks_dir = self.dir / "locks"
 
     @classmethod
     def open(cls, root: str | os.PathLike, parts: Mapping[str, Any]) -> PairStore:
         """The store for ``cache_key(parts)``; writes ``meta.json`` with the parts."""
         store = cls(root, cache_key(parts))
-        store.shards_dir.mkdir(parents=True, exist_ok=True)
-        if not store.meta_path.exists():
-            meta = {"key": store.key, "parts": json.loads(_stable_json(dict(parts)))}
-            atomic_write(store.meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        with _writing(store.shards_dir):
+            store.shards_dir.mkdir(parents=True, exist_ok=True)
+            store.locks_dir.mkdir(exist_ok=True)
+        with store._store_lock():
+            if not store.meta_path.exists():
+                meta = {"key": store.key, "parts": json.loads(_stable_json(dict(parts)))}
+                atomic_write(store.meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return store
 
     def __repr__(self) -> str:
@@ -162,6 +224,31 @@ class PairStore:
         with open(self.shard_path(index), encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
 
+    def _store_lock(self) -> Any:
+        return _flock(self.locks_dir / "store.lock", wait=True)
+
+    def _batch_lock(self, index: int, wait: bool) -> Any:
+        return _flock(self.locks_dir / f"batch-{index:06d}.lock", wait=wait)
+
+    def claim(self, indices: Iterable[int]) -> Iterator[int]:
+        """The batches of ``indices`` this process should sample, each yielded while its lock
+        is held (sample and commit it before asking for the next). A batch that another
+        process is sampling is skipped at first and waited for at the end: reused once that
+        process commits it, sampled here if it died first. Committed batches are never
+        yielded, so no two processes sample the same batch."""
+        deferred = []
+        for index in indices:
+            with self._batch_lock(index, wait=False) as held:
+                if not held:
+                    deferred.append(index)
+                elif not self.shard_path(index).exists():
+                    yield index
+        for index in deferred:
+            logger.info("batch %d is being sampled by another process; waiting for it", index)
+            with self._batch_lock(index, wait=True):
+                if not self.shard_path(index).exists():
+                    yield index
+
     def ensure_plan(self, plan: Mapping[str, Any]) -> None:
         """Record the batch plan, or check that it matches the recorded one.
 
@@ -169,6 +256,10 @@ class PairStore:
         means the cache key parts miss something that changes the plan."""
         path = self.dir / "plan.json"
         text = json.dumps(dict(plan), indent=2, sort_keys=True, default=_json_default) + "\n"
+        with self._store_lock():
+            self._check_or_write_plan(path, text)
+
+    def _check_or_write_plan(self, path: Path, text: str) -> None:
         if path.exists():
             recorded = path.read_text(encoding="utf-8")
             if recorded != text:
@@ -180,6 +271,18 @@ class PairStore:
                 )
             return
         atomic_write(path, text)
+
+    def record_rank_counts(self, rank: int, counts: Mapping[str, Any]) -> None:
+        """What this rank sampled in this run, for rank 0's summary of the whole run."""
+        atomic_write(self._rank_path(rank), json.dumps(dict(counts), sort_keys=True) + "\n")
+
+    def rank_counts(self, world_size: int) -> list[dict]:
+        """The recorded counts of ranks ``0..world_size-1`` (those that recorded any)."""
+        paths = [self._rank_path(rank) for rank in range(world_size)]
+        return [json.loads(path.read_text(encoding="utf-8")) for path in paths if path.exists()]
+
+    def _rank_path(self, rank: int) -> Path:
+        return self.dir / "ranks" / f"rank-{rank:05d}.json"
 
     # -- merged output ---------------------------------------------------------------------
     def is_complete(self) -> bool:
@@ -199,6 +302,27 @@ class PairStore:
         ``drop_reason``, sorted back into dataset order), ``invalid.jsonl``,
         ``summary.json`` and finally ``COMPLETE``. ``summary`` may be a callable that gets
         the merge statistics and every shard row (dropped ones included)."""
+        rows = self._committed_rows(n_batches)
+        rows.sort(key=order)  # stable: ties keep batch order
+        dropped = Counter(str(r["drop_reason"]) for r in rows if r.get("drop_reason"))
+        kept = [
+            {k: v for k, v in r.items() if k != "drop_reason"}
+            for r in rows
+            if not r.get("drop_reason")
+        ]
+        stats = MergeStats(rows=len(rows), kept=len(kept), dropped=dict(sorted(dropped.items())))
+        info = summary(stats, rows) if callable(summary) else (summary or {})
+        with self._store_lock():  # one merger at a time; nobody writes meta/plan meanwhile
+            self.complete_path.unlink(missing_ok=True)
+            atomic_write(self.pairs_path, _jsonl(kept))
+            atomic_write(self.invalid_path, _jsonl(invalid))
+            text = json.dumps(dict(info), indent=2, sort_keys=True, default=str) + "\n"
+            atomic_write(self.summary_path, text)
+            atomic_write(self.complete_path, self.key + "\n")
+            self._remove_stale_tmp()
+        return stats
+
+    def _committed_rows(self, n_batches: int) -> list[dict]:
         missing = sorted(set(range(n_batches)) - self.done_batches())
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
@@ -209,25 +333,7 @@ class PairStore:
         rows: list[dict] = []
         for index in range(n_batches):
             rows.extend(self.read_batch(index))
-        rows.sort(key=order)  # stable: ties keep batch order
-        dropped = Counter(str(r["drop_reason"]) for r in rows if r.get("drop_reason"))
-        kept = [
-            {k: v for k, v in r.items() if k != "drop_reason"}
-            for r in rows
-            if not r.get("drop_reason")
-        ]
-        stats = MergeStats(rows=len(rows), kept=len(kept), dropped=dict(sorted(dropped.items())))
-
-        self.complete_path.unlink(missing_ok=True)
-        atomic_write(self.pairs_path, _jsonl(kept))
-        atomic_write(self.invalid_path, _jsonl(invalid))
-        info = summary(stats, rows) if callable(summary) else (summary or {})
-        atomic_write(
-            self.summary_path, json.dumps(dict(info), indent=2, sort_keys=True, default=str) + "\n"
-        )
-        atomic_write(self.complete_path, self.key + "\n")
-        self._remove_stale_tmp()
-        return stats
+        return rows
 
     def read_pairs(self) -> list[dict]:
         with open(self.pairs_path, encoding="utf-8") as handle:
@@ -241,7 +347,13 @@ class PairStore:
             return None
 
     def _remove_stale_tmp(self) -> None:
-        """Temporary files left by killed writers. Only safe once nobody writes any more."""
-        for folder in (self.dir, self.shards_dir):
-            for path in folder.glob(".*.tmp"):
-                path.unlink(missing_ok=True)
+        """Temporary files left by killed writers (called under the store lock). A shard's
+        temporary file is only removed when nobody holds that batch's lock: a process that
+        shares the store may be writing it right now."""
+        for path in self.dir.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+        for path in self.shards_dir.glob(".batch-*.tmp"):
+            index = int(path.name.split("-")[1].split(".")[0])
+            with self._batch_lock(index, wait=False) as held:
+                if held:
+                    path.unlink(missing_ok=True)

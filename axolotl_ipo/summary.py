@@ -26,6 +26,7 @@ class PairsSummary:
     samples_judged: int = 0
     samples_right: int = 0
     answer_check: str = "none"
+    too_long: int = 0  # pairs over sequence_len, which Axolotl's RL loader drops (or truncates)
     tokens_this_run: int = 0
     generation_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -81,6 +82,11 @@ class PairsSummary:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    def _too_long_text(self) -> str:
+        if not self.too_long:
+            return "0"
+        return f"{self.too_long} (Axolotl drops these by default: raise sequence_len)"
+
     def format(self) -> str:
         """A small two-column table for logs."""
         lines: list[tuple[str, str]] = [
@@ -96,6 +102,7 @@ class PairsSummary:
             ("check errors", str(self.check_errors)),
             ("truncated dropped", str(self.truncated_dropped)),
             ("rejected cut at max_new_tokens", str(self.truncated)),
+            ("pairs over sequence_len", self._too_long_text()),
             ("batches (sampled now / all)", f"{self.batches_sampled} / {self.batches}"),
             ("tokens generated", str(self.tokens_generated)),
             ("tokens/s (this run)", f"{self.tokens_per_second:.1f}"),

@@ -17,8 +17,11 @@ else
   "$python" -m venv "$venv"
   pip="$venv/bin/python -m pip"
   quiet $pip install -q --upgrade pip
-  # torch first: 2.13.0 is the CPU wheel; a bare 'torch' requirement would pull CUDA builds.
-  quiet $pip install -q torch==2.13.0
+  # torch first, from PyTorch's CPU index when there is no NVIDIA GPU (scripts/torch_source.sh);
+  # a bare 'torch' requirement from Axolotl would pull CUDA builds.
+  torch_args="$(PYTHON="$venv/bin/python" bash scripts/torch_source.sh)"
+  # shellcheck disable=SC2086  # torch_args is empty or "--index-url URL"
+  quiet $pip install -q $torch_args torch==2.13.0
   if $pip install -q --dry-run "axolotl==$version" >/dev/null 2>&1; then
     quiet $pip install -q "axolotl==$version"
   else

@@ -42,9 +42,19 @@ def test_check_names_a_missing_plugin_where_axolotl_needs_it_listed(tiny_model_d
     if compat.autoloads_entry_point_plugins():
         assert code == 0 and "dpo_loss_type: ['ipo']" in log, log[-2000:]
     else:
-        assert code != 0 and "- axolotl_ipo.IPOPlugin" in log
+        assert code == 1 and "add `plugins: [axolotl_ipo.IPOPlugin]`" in log
 
 
 def test_check_missing_file(tmp_path):
     code, log = run(axolotl_ipo("check", str(tmp_path / "nope.yml")), tmp_path)
     assert code != 0 and "no config file at" in log
+
+
+def test_commands_are_quiet_unless_verbose(tiny_model_dir, tmp_path):
+    cfg = write_config(tmp_path, base_config(tiny_model_dir, tmp_path, rl="ipo"))
+    code, quiet = run(axolotl_ipo("check", str(cfg)), tmp_path)
+    assert code == 0, quiet[-2000:]
+    assert quiet.splitlines()[0] == f"{cfg}: valid" and len(quiet.splitlines()) == 7, quiet
+    code, verbose = run(axolotl_ipo("check", str(cfg), "-v"), tmp_path)
+    assert code == 0 and '"axolotl_config_path"' in verbose  # Axolotl's config dump
+    assert all(line in verbose for line in quiet.splitlines())

@@ -62,6 +62,7 @@ def test_one_and_two_ranks_sample_identical_pairs(tiny_model_dir, tmp_path):
             "-m", "axolotl_ipo.cli", "sample", str(cfg), "--output", str(tmp_path / "two")]
     code, log = run(argv, tmp_path)
     assert code == 0, log[-3000:]
+    assert "batches (sampled now / all)     3 / 3" in log  # both ranks' batches, not rank 0's
     one = (tmp_path / "one" / "pairs.jsonl").read_bytes()
     two = (tmp_path / "two" / "pairs.jsonl").read_bytes()
     assert one == two
@@ -105,7 +106,7 @@ def test_a_check_calling_every_sample_right_leaves_no_pairs(tiny_model_dir, tmp_
     code, log = preprocess(tiny_model_dir, work, answer_check="user_checks:always_right")
     assert code != 0 and "Traceback" not in log
     (line,) = [x for x in log.splitlines() if "no pairs left" in x]
-    assert line.startswith("axolotl-ipo: no pairs left to train on: rejection_sampling."
+    assert line.startswith("axolotl-ipo: error: no pairs left to train on: rejection_sampling."
                            "answer_check 'user_checks:always_right' judged 8 of 8 samples right; "
                            "8 prompts already solved, 0 check errors")
 
@@ -134,4 +135,5 @@ def test_an_unknown_check_is_one_line_before_anything_loads(tiny_model_dir, tmp_
     code, log = preprocess(tiny_model_dir, tmp_path / "bad", answer_check="nosuch")
     assert code != 0 and "Traceback" not in log
     (line,) = [x for x in log.splitlines() if "nosuch" in x]
-    assert line.startswith("axolotl-ipo: rejection_sampling.answer_check: unknown check 'nosuch'")
+    assert line.startswith(
+        "axolotl-ipo: error: rejection_sampling.answer_check: unknown check 'nosuch'")

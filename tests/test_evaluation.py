@@ -284,10 +284,8 @@ def test_eval_compares_base_and_trained_model(tiny_model_dir, tmp_path):
     assert train["mean_margin"] != 0.0
     assert "preference accuracy (IPO implicit reward)" in log and "change" in log
     assert "training pairs (8): mean token-averaged log-ratio margin" in log
-    if (tmp_path / "out" / "ipo_eval" / "eval.png").exists():
-        assert "plot:" in log
-    else:
-        assert "matplotlib is not installed" in log
+    assert (tmp_path / "out" / "ipo_eval" / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plot: {tmp_path / 'out' / 'ipo_eval' / 'eval.png'}" in log
     predictions = (tmp_path / "out" / "ipo_eval" / "predictions_trained.jsonl").read_text()
     assert len(predictions.splitlines()) == 4
 
@@ -318,3 +316,12 @@ def test_trained_kind_tells_adapters_from_full_checkpoints(tmp_path):
     assert trained_kind(tmp_path / "full") == "full"
     with pytest.raises(FileNotFoundError, match="neither a PEFT adapter .* nor a model"):
         trained_kind(tmp_path)
+
+
+def test_plot_without_matplotlib_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from axolotl_ipo.evaluation.report import plot
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert plot({"models": {}}, tmp_path / "eval.png") is None
+    assert "matplotlib is not installed" in capsys.readouterr().out
+    assert not (tmp_path / "eval.png").exists()

@@ -337,7 +337,9 @@ def test_one_vs_two_ranks_identical(tmp_path, tokenizer, model_dir):
         barrier=lambda: None,
         progress=False,
     )
-    assert calls == [1, 1] and two.is_complete() and r0.summary.batches_sampled == 2
+    assert calls == [1, 1] and two.is_complete()
+    assert r0.summary.batches_sampled == 4  # the whole run's: rank 0's 2 and rank 1's 2
+    assert r0.summary.tokens_this_run == r0.summary.tokens_generated
     assert read_bytes(r0) == read_bytes(single)
     assert len(two.read_pairs()) + sum(r0.summary.dropped.values()) == 7
 

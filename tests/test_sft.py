@@ -1,7 +1,8 @@
+import hashlib
+
 import pytest
 
 from axolotl_ipo.sft import (
-    InvalidRow,
     PromptExample,
     detect_format,
     extract_examples,
@@ -18,7 +19,7 @@ def one(rows, fmt, field_map=None, source="ds.jsonl"):
 
 def bad(rows, fmt, field_map=None, source="ds.jsonl"):
     examples, invalid = extract_examples(rows, fmt, source, field_map)
-    assert examples == [] or len(examples) < len(list(rows))
+    assert len(examples) == len(rows) - 1
     assert len(invalid) == 1
     return invalid[0]
 
@@ -63,10 +64,9 @@ def test_messages_last_assistant_is_gold_system_kept():
         {"role": "user", "content": "u2"},
         {"role": "assistant", "content": "a2"},
     ]
-    for fmt in ("messages", "chat_template"):
-        ex = one([{"messages": msgs}], fmt)
-        assert ex.gold == "a2"
-        assert ex.prompt_messages == msgs[:4]
+    ex = one([{"messages": msgs}], "chat_template")
+    assert ex.gold == "a2"
+    assert ex.prompt_messages == msgs[:4]
 
 
 def test_messages_trailing_user_turn_ignored():
@@ -75,7 +75,7 @@ def test_messages_trailing_user_turn_ignored():
         {"role": "assistant", "content": "a1"},
         {"role": "user", "content": "u2"},
     ]
-    ex = one([{"messages": msgs}], "messages")
+    ex = one([{"messages": msgs}], "chat_template")
     assert ex.gold == "a1" and ex.prompt_messages == msgs[:1]
 
 
@@ -84,7 +84,7 @@ def test_messages_content_parts():
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
         {"role": "assistant", "content": "c"},
     ]
-    assert one([{"messages": msgs}], "messages").prompt_messages[0]["content"] == "ab"
+    assert one([{"messages": msgs}], "chat_template").prompt_messages[0]["content"] == "ab"
 
 
 def test_chat_template_field_mapping_and_roles():
@@ -107,29 +107,61 @@ def test_chat_template_field_mapping_and_roles():
     assert ex.gold == "hello"
 
 
-def test_messages_field_system_column():
+def test_system_column_is_prepended_as_axolotl_does():
     msgs = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
-    ex = one([{"messages": msgs, "sys": "S"}], "messages", {"field_system": "sys"})
+    ex = one([{"messages": msgs, "system": "S"}], "chat_template")
     assert ex.prompt_messages == [{"role": "system", "content": "S"}, msgs[0]]
     with_system = [{"role": "system", "content": "own"}, *msgs]
-    ex = one([{"messages": with_system, "sys": "S"}], "messages", {"field_system": "sys"})
+    ex = one([{"messages": with_system, "system": "S"}], "chat_template")
     assert ex.prompt_messages == with_system[:2]
+    ex = one([{"messages": with_system}], "chat_template", {"drop_system_message": True})
+    assert ex.prompt_messages == msgs[:1]
 
 
-def test_sharegpt():
-    row = {
-        "conversations": [
-            {"from": "system", "value": "S"},
-            {"from": "human", "value": "hi"},
-            {"from": "gpt", "value": "hello"},
-        ]
-    }
-    ex = one([row], "sharegpt")
+SHAREGPT = {
+    "conversations": [
+        {"from": "system", "value": "S"},
+        {"from": "human", "value": "q1"},
+        {"from": "gpt", "value": "a1"},
+        {"from": "human", "value": "q2"},
+        {"from": "gpt", "value": "a2"},
+    ]
+}
+SHAREGPT_KEYS = {
+    "field_messages": "conversations",
+    "message_property_mappings": {"role": "from", "content": "value"},
+}
+
+
+def test_sharegpt_rows_through_chat_template_map_human_and_gpt_by_default():
+    ex = one([SHAREGPT], "chat_template", SHAREGPT_KEYS)
     assert ex.prompt_messages == [
         {"role": "system", "content": "S"},
-        {"role": "user", "content": "hi"},
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q2"},
     ]
-    assert ex.gold == "hello"
+    assert ex.gold == "a2"
+
+
+def test_legacy_message_field_keys_work_like_property_mappings():
+    legacy = {"field_messages": "conversations", "message_field_role": "from",
+              "message_field_content": "value"}
+    assert one([SHAREGPT], "chat_template", legacy) == one([SHAREGPT], "chat_template",
+                                                          SHAREGPT_KEYS)
+
+
+def test_roles_key_replaces_axolotls_default_mapping():
+    """As Axolotl: `roles:` is the whole mapping; a role it does not list passes unchanged."""
+    row = {"messages": [
+        {"role": "human", "content": "q1"},
+        {"role": "gpt", "content": "a1"},
+        {"role": "human", "content": "q2"},
+        {"role": "bot", "content": "a2"},
+    ]}
+    ex = one([row], "chat_template", {"roles": {"user": ["human"], "assistant": ["bot"]}})
+    assert [m["role"] for m in ex.prompt_messages] == ["user", "gpt", "user"]
+    assert ex.gold == "a2"
 
 
 def test_prompt_completion_with_mapping():
@@ -137,7 +169,7 @@ def test_prompt_completion_with_mapping():
     assert ex.prompt_messages == [{"role": "user", "content": "p"}] and ex.gold == "c"
     ex = one(
         [{"question": "p", "answer": "c"}],
-        "completion",
+        "prompt_completion",
         {"field_prompt": "question", "field_completion": "answer"},
     )
     assert ex.gold == "c"
@@ -155,8 +187,8 @@ def test_rows_are_numbered_in_input_order():
 
 def test_detect_format_and_preference_rows():
     assert detect_format({"instruction": "", "output": ""}) == "alpaca"
-    assert detect_format({"messages": []}) == "messages"
-    assert detect_format({"conversations": []}) == "sharegpt"
+    assert detect_format({"messages": []}) == "chat_template"
+    assert detect_format({"conversations": []}) is None
     assert detect_format({"prompt": "", "completion": ""}) == "prompt_completion"
     assert detect_format({"prompt": "", "chosen": "", "rejected": ""}) == "preference"
     assert detect_format({"foo": 1}) is None
@@ -221,9 +253,9 @@ def test_alpaca_bad_rows(row, field, kind, words):
         ),
         (
             [{"role": "user", "content": "u"}, {"role": "bot", "content": "a"}],
-            "messages[1].role",
-            "unknown_role",
-            "unknown role 'bot'",
+            "messages",
+            "no_assistant_turn",
+            "roles after mapping: ['bot', 'user']",
         ),
         (
             [{"role": "user", "text": "u"}, {"role": "assistant", "content": "a"}],
@@ -247,7 +279,7 @@ def test_alpaca_bad_rows(row, field, kind, words):
     ],
 )
 def test_messages_bad_rows(msgs, field, kind, words):
-    examples, invalid = extract_examples([{"messages": msgs}], "messages", "chats")
+    examples, invalid = extract_examples([{"messages": msgs}], "chat_template", "chats")
     assert examples == []
     (problem,) = invalid
     assert (problem.row, problem.field, problem.kind) == (0, field, kind)
@@ -258,8 +290,9 @@ def test_messages_bad_rows(msgs, field, kind, words):
 def test_missing_messages_column_and_non_dict_row():
     _, invalid = extract_examples(
         [{"conversations": [{"from": "human", "value": "x"}]}, {"other": 1}, "text"],
-        "sharegpt",
+        "chat_template",
         "sg",
+        SHAREGPT_KEYS,
     )
     assert [(p.row, p.field, p.kind) for p in invalid] == [
         (0, "conversations", "no_assistant_turn"),
@@ -270,10 +303,16 @@ def test_missing_messages_column_and_non_dict_row():
 
 
 def test_prompt_completion_missing_completion():
-    problem = bad([{"prompt": "p"}], "prompt_completion", source="pc")
-    assert problem == InvalidRow(
-        "pc", 0, "completion", problem.reason, "missing_field"
-    ) and problem.message.startswith("dataset 'pc', row 0, field 'completion': missing")
+    problem = bad([{"prompt": "p"}, {"prompt": "q", "completion": "c"}], "prompt_completion",
+                  source="pc")
+    assert (problem.source, problem.row, problem.field, problem.kind) == (
+        "pc", 0, "completion", "missing_field"
+    )
+    assert problem.reason == (
+        "missing; every row needs the gold completion in column 'completion'. Fix or remove "
+        "the row, or map the right column in the dataset config."
+    )
+    assert problem.message == f"dataset 'pc', row 0, field 'completion': {problem.reason}"
 
 
 def test_strict_raises_same_message():
@@ -289,7 +328,16 @@ def test_fingerprint_examples():
     from axolotl_ipo.sft import fingerprint_examples
 
     a, _ = extract_examples([GOOD, GOOD], "alpaca", "d")
-    b, _ = extract_examples([GOOD, {"instruction": "i", "output": "O"}], "alpaca", "d")
-    assert fingerprint_examples(a) == fingerprint_examples(list(a))
-    assert fingerprint_examples(a) != fingerprint_examples(b)
-    assert len(fingerprint_examples([])) == 64
+    same, _ = extract_examples([dict(GOOD), dict(GOOD)], "alpaca", "d")  # built anew
+    assert fingerprint_examples(a) == fingerprint_examples(same)
+    changed = [
+        [a[0], PromptExample(a[1].prompt_messages, "other gold", "d", 1)],
+        [a[0], PromptExample(a[1].prompt_messages, a[1].gold, "other source", 1)],
+        [a[0], PromptExample(a[1].prompt_messages, a[1].gold, "d", 7)],
+        [a[0], PromptExample([{"role": "user", "content": "j"}], a[1].gold, "d", 1)],
+        [a[1], a[0]],  # order
+        a[:1],
+    ]
+    prints = {fingerprint_examples(examples) for examples in [a, *changed]}
+    assert len(prints) == len(changed) + 1
+    assert fingerprint_examples([]) == hashlib.sha256(b"").hexdigest()

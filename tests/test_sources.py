@@ -8,10 +8,11 @@ def test_sft_entries_are_sampled_and_preference_entries_pass_through():
         {"path": "a.jsonl", "type": "alpaca"},
         {"path": "p.jsonl", "type": "chatml.intel"},
         {"path": "c.jsonl", "type": "chat_template", "field_messages": "conversations",
-         "message_property_mappings": {"role": "from", "content": "value"}},
+         "message_property_mappings": {"role": "from", "content": "value"},
+         "roles": {"user": ["human"], "assistant": ["bot"]}, "roles_to_train": ["assistant"]},
         {"path": "d.jsonl", "type": "chat_template", "field_messages": "conversation",
          "field_chosen": "chosen", "field_rejected": "rejected"},
-        {"path": "s.jsonl", "type": "sharegpt"},
+        {"path": "s.jsonl", "type": "chat_template:chatml", "message_field_role": "from"},
         {"path": "q.jsonl", "type": "prompt_completion", "field_prompt": "question",
          "field_completion": "answer"},
         {"path": "u.jsonl", "type": {"field_instruction": "q", "field_output": "a",
@@ -24,9 +25,10 @@ def test_sft_entries_are_sampled_and_preference_entries_pass_through():
     found = {source.index: (source.fmt, source.field_map) for source in sft}
     assert found == {
         0: ("alpaca", {}),
-        2: ("messages", {"field_messages": "conversations",
-                         "message_property_mappings": {"role": "from", "content": "value"}}),
-        4: ("sharegpt", {}),
+        2: ("chat_template", {"field_messages": "conversations",
+                              "message_property_mappings": {"role": "from", "content": "value"},
+                              "roles": {"user": ["human"], "assistant": ["bot"]}}),
+        4: ("chat_template", {"message_field_role": "from"}),
         5: ("prompt_completion", {"field_prompt": "question", "field_completion": "answer"}),
         6: ("alpaca", {"field_instruction": "q", "field_output": "a"}),
     }

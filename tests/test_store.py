@@ -1,5 +1,8 @@
 import json
 import os
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from axolotl_ipo.store import PairStore, atomic_write, cache_key, dumps_row
 def test_cache_key_stable_and_sensitive():
     a = cache_key({"b": 1, "a": [1, 2], "path": Path("/m"), "t": (1, 2)})
     b = cache_key({"a": [1, 2], "t": [1, 2], "path": "/m", "b": 1})
-    assert a == b and len(a) == 64 and int(a, 16) >= 0
+    assert a == b and re.fullmatch("[0-9a-f]{64}", a)
     assert cache_key({"a": 1}) != cache_key({"a": 2})
 
     @dataclass(frozen=True)
@@ -22,6 +25,23 @@ def test_cache_key_stable_and_sensitive():
     assert cache_key({"s": S()}) == cache_key({"s": {"x": 0.7}})
     with pytest.raises(TypeError, match="cache key parts must be JSON data"):
         cache_key({"x": object()})
+
+
+def test_cache_key_is_the_same_in_another_process():
+    """Sets iterate in a per-process hash order: the key must not depend on it."""
+    parts = {"stops": {"<|im_end|>", "</s>", "<eos>", "###"}, "t": 0.7}
+    code = (
+        "from axolotl_ipo.store import cache_key; "
+        "print(cache_key({'stops': {'<|im_end|>', '</s>', '<eos>', '###'}, 't': 0.7}))"
+    )
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert keys == {cache_key(parts)}
 
 
 def test_open_writes_meta(tmp_path):

@@ -56,8 +56,8 @@ def load_heldout(
     if not sources:
         raise ValueError(
             f"held-out data {entry.get('path')!r} with type {entry.get('type')!r} is not an SFT "
-            "dataset the plugin can read; use alpaca, chat_template, sharegpt or "
-            "prompt_completion rows with a gold answer"
+            "dataset the plugin can read; use alpaca, chat_template or prompt_completion rows "
+            "with a gold answer"
         )
     examples, invalid = config_examples(held, sources, strict=False, answers_field=answers_field)
     if limit is not None:

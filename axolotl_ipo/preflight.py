@@ -1,0 +1,83 @@
+"""What is wrong with a user's model path or dataset file, said before (or instead of) the
+library error it would cause: "Repo id must be in the form ...", a bare StopIteration for an
+empty file, "An error occurred while generating the dataset" for one malformed JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from axolotl_ipo.errors import UserError
+
+JSON_SUFFIXES = (".json", ".jsonl")
+
+
+def looks_local(path: str) -> bool:
+    """A filesystem path, not a hub id (`name` or `namespace/name`)."""
+    return (
+        path.startswith(("/", "~", "."))
+        or path.count("/") > 1
+        or os.sep != "/" and os.sep in path
+    )
+
+
+def check_model_path(key: str, path: Any) -> None:
+    """A local model folder that does not exist is named with its key, before anything loads."""
+    if not isinstance(path, str) or not looks_local(path):
+        return
+    if not Path(path).expanduser().exists():
+        raise UserError(
+            f"{key}: {path} does not exist; give the folder of a Hugging Face model "
+            "(with config.json) or a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct."
+        )
+
+
+def check_model_paths(cfg: Mapping[str, Any]) -> None:
+    """`base_model` and `rejection_sampling.model` of a raw (not yet validated) config."""
+    check_model_path("base_model", cfg.get("base_model"))
+    sampling = cfg.get("rejection_sampling")
+    if isinstance(sampling, Mapping):
+        check_model_path("rejection_sampling.model", sampling.get("model"))
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    """'line N: <problem>' for the first line of a JSON Lines file that is not JSON."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".json":
+        try:
+            json.loads(text)
+            return None  # one JSON document (an array of rows)
+        except json.JSONDecodeError:
+            pass  # else JSON Lines, as Axolotl's loader also reads them
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except json.JSONDecodeError as err:
+            return f"line {number} is not valid JSON ({err.msg} at column {err.colno})"
+    return None
+
+
+def dataset_problem(name: str, path: Any) -> str | None:
+    """Why a dataset file could not be loaded, or None when the file itself looks fine."""
+    if not isinstance(path, str):
+        return None
+    file = Path(path).expanduser()
+    if not file.exists():
+        if looks_local(path) or file.suffix:
+            return (
+                f"{name}: no such file or directory; fix `path` (a relative path is read "
+                f"from the directory you run in: {Path.cwd()})."
+            )
+        return None
+    if file.is_file() and not file.read_bytes().strip():
+        return f"{name}: the file is empty; add rows or remove this dataset entry."
+    if file.is_file() and file.suffix in JSON_SUFFIXES:
+        bad = _first_bad_json_line(file)
+        if bad:
+            return f"{name}: {bad}; fix or remove that line."
+    return None
