@@ -452,14 +452,11 @@ def build_pairs(
 ) -> PairsResult:
     """Cached? -> plan -> sample my batches -> merge on rank 0 -> summary.
 
-    ``tokenizer`` must be the training tokenizer (its chat template renders the prompts).
-    ``generator_factory`` is only called when this rank has batches left to sample, so a
-    complete store never loads a model. ``barrier`` synchronises ranks (required when
-    ``world_size > 1``). ``invalid_rows`` (from :func:`~axolotl_ipo.sft.extract_examples`)
-    are counted in the summary and written to ``invalid.jsonl``. ``end_token`` (default
-    ``tokenizer.eos_token``) ends every chosen/rejected answer. ``policy`` (default: one
-    sample, check ``none``, gold chosen) says how samples become pairs.
-    """
+    ``tokenizer`` is the training tokenizer (its chat template renders the prompts); the
+    generator is only made when this rank has batches left. ``barrier`` syncs ranks (required
+    when ``world_size > 1``). ``invalid_rows`` are counted and written to ``invalid.jsonl``;
+    ``end_token`` (default EOS) ends every answer; ``policy`` (default: one sample, check
+    ``none``, gold chosen) says how samples become pairs."""
     started = time.perf_counter()
     _check_ranks(rank, world_size, barrier)
     if store.is_complete():
