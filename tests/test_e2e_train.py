@@ -51,3 +51,22 @@ def test_two_cpu_ranks_train_one_model(tiny_model_dir, tmp_path):
     digests = {(out / f"rank{r}.digest").read_text() for r in (0, 1)}
     assert len(digests) == 1, "the ranks trained different weights (no gradient sync)"
     assert steps[0]["loss"] == pytest.approx(25.0, abs=1e-3)
+
+
+def test_axolotl_train_command(tiny_model_dir, tmp_path):
+    """The command the README recommends: `axolotl train` (it re-launches through accelerate),
+    on SFT rows, so sampling and IPO both run under it."""
+    import os
+    from pathlib import Path
+
+    from axolotl_run import sft_config
+
+    cfg = write_config(tmp_path, sft_config(tiny_model_dir, tmp_path))
+    bin_dir = Path(sys.executable).parent  # `axolotl` and `accelerate` of this environment
+    path = os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])
+    code, log = run([str(bin_dir / "axolotl"), "train", str(cfg)], tmp_path,
+                    extra_env={"PATH": path})
+    assert code == 0, log[-3000:]
+    _, steps = read_metrics(tmp_path / "out")
+    assert steps[0]["loss"] == pytest.approx(25.0, abs=1e-3)
+    assert "pairs out" in log and (tmp_path / "out" / "adapter_model.safetensors").is_file()
