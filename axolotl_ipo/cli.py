@@ -4,6 +4,7 @@ train self-play rounds."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from argparse import SUPPRESS
@@ -307,6 +308,9 @@ def quiet_libraries() -> None:
     AXOLOTL_LOG_LEVEL / LOG_LEVEL set by the user still win."""
     os.environ.setdefault("AXOLOTL_LOG_LEVEL", "WARNING")
     os.environ.setdefault("LOG_LEVEL", "ERROR")
+    # our loggers are not under `axolotl.`, so they would inherit the root's ERROR level and
+    # drop the warnings a user must see (rows skipped, a check that raised)
+    logging.getLogger("axolotl_ipo").setLevel(os.environ["AXOLOTL_LOG_LEVEL"])
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@ train one model."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -67,8 +66,7 @@ def store_barrier(
             return 0
         if rank != 0:
             return -1  # unknown: waiting for rank 0's merge
-        plan = json.loads((store.dir / "plan.json").read_text(encoding="utf-8"))
-        return len(set(range(int(plan["batches"]))) - store.done_batches())
+        return len(store.missing_batches())
 
     def wait() -> None:
         started = reported = time.monotonic()

@@ -322,8 +322,15 @@ class PairStore:
             self._remove_stale_tmp()
         return stats
 
+    def missing_batches(self, n_batches: int | None = None) -> list[int]:
+        """Planned batches not committed yet (``n_batches`` default: the recorded plan's)."""
+        if n_batches is None:
+            plan = json.loads((self.dir / "plan.json").read_text(encoding="utf-8"))
+            n_batches = int(plan["batches"])
+        return sorted(set(range(n_batches)) - self.done_batches())
+
     def _committed_rows(self, n_batches: int) -> list[dict]:
-        missing = sorted(set(range(n_batches)) - self.done_batches())
+        missing = self.missing_batches(n_batches)
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
             raise RuntimeError(

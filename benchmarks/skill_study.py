@@ -210,23 +210,6 @@ def heldout_prompts(study: Study, tokenizer) -> tuple[list, list[str]]:
     return prompts, [p.example.gold for p in prompts]
 
 
-def greedy_answers(model, tokenizer, prompts: list, max_new_tokens: int) -> list[str]:
-    from axolotl_ipo.pairs import plan_batches
-    from axolotl_ipo.sampling import SamplingSettings
-    from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
-
-    generator = TransformersGenerator.from_model(model, tokenizer, "study")
-    settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0, batch_size=32,
-                                stop_tokens=(tokenizer.eos_token,))
-    answers = [""] * len(prompts)
-    for batch in plan_batches([p.n_tokens for p in prompts], settings.batch_size):
-        texts = [prompts[i].text for i in batch]
-        for i, completion in zip(batch, generator.generate(texts, settings, 0), strict=True):
-            answers[i] = completion.text
-    generator.close()
-    return answers
-
-
 def arm_model(name: str, study: Study):
     from axolotl_ipo.evaluation.models import load_base, load_trained
 
@@ -238,6 +221,7 @@ def evaluate(name: str, study: Study, tokenizer) -> dict:
     """Per-row check scores, greedy answers, gold NLL and answer length of one arm (cached)."""
     from axolotl_ipo.checks import gold_answers
     from axolotl_ipo.evaluation.metrics import gold_nll
+    from axolotl_ipo.evaluation.run import greedy_answers
     from axolotl_ipo.evaluation.scoring import score_answers
 
     cache = study.work / name / f"eval-{study.limit or 'all'}-{study.answer_tokens}.json"
@@ -246,7 +230,7 @@ def evaluate(name: str, study: Study, tokenizer) -> dict:
     prompts, golds = heldout_prompts(study, tokenizer)
     model = arm_model(name, study)
     started = time.perf_counter()
-    answers = greedy_answers(model, tokenizer, prompts, study.answer_tokens)
+    answers = greedy_answers(model, tokenizer, prompts, study.answer_tokens, batch_size=32)
     check = load_check(study.check)
     scores = [float(check(p.example.prompt_messages, gold_answers(gold, p.example.answers), answer))
               for p, gold, answer in zip(prompts, golds, answers, strict=True)]

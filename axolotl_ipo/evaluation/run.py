@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from axolotl_ipo.pairs import plan_batches
+from axolotl_ipo.pairs import RenderedPrompt, plan_batches
 from axolotl_ipo.sampling import SamplingSettings, model_fingerprint
 from axolotl_ipo.store import atomic_write, cache_key
 
@@ -34,7 +34,7 @@ from .metrics import (
 )
 from .scoring import AnswerScore, score_answers
 
-__all__ = ["EvalSettings", "ModelMetrics", "evaluate_config", "evaluate_model"]
+__all__ = ["EvalSettings", "ModelMetrics", "evaluate_config", "evaluate_model", "greedy_answers"]
 
 LOG = logging.getLogger("axolotl_ipo.evaluation")
 
@@ -84,23 +84,26 @@ class _Scores:
         return cls(_from_json(data["gold"]), _from_json(data["rejected"]), data["predictions"])
 
 
-def _greedy(model: Any, tokenizer: Any, held: HeldOut, settings: EvalSettings) -> list[str]:
+def greedy_answers(
+    model: Any, tokenizer: Any, prompts: list[RenderedPrompt], max_new_tokens: int, batch_size: int
+) -> list[str]:
+    """Greedy answers to rendered prompts, batched by length through the project's sampler,
+    ending at the tokenizer's EOS; in the prompts' order."""
     from tqdm.auto import tqdm
 
     from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
 
     generator = TransformersGenerator.from_model(model, tokenizer, "eval")
     sampling = SamplingSettings(
-        max_new_tokens=settings.max_new_tokens,
+        max_new_tokens=max_new_tokens,
         temperature=0.0,
-        batch_size=settings.batch_size,
+        batch_size=batch_size,
         stop_tokens=(tokenizer.eos_token,),
     )
-    predictions = [""] * len(held.prompts)
-    batches = plan_batches([p.n_tokens for p in held.prompts], settings.batch_size)
-    with tqdm(total=len(held.prompts), desc="greedy answers", unit="prompt") as bar:
-        for batch in batches:
-            texts = [held.prompts[i].text for i in batch]
+    predictions = [""] * len(prompts)
+    with tqdm(total=len(prompts), desc="greedy answers", unit="prompt") as bar:
+        for batch in plan_batches([p.n_tokens for p in prompts], batch_size):
+            texts = [prompts[i].text for i in batch]
             for i, completion in zip(batch, generator.generate(texts, sampling, 0), strict=True):
                 predictions[i] = completion.text
             bar.update(len(batch))
@@ -119,7 +122,11 @@ def _score(model: Any, tokenizer: Any, held: HeldOut, settings: EvalSettings, ma
         batch_size=settings.batch_size,
         max_length=max_length,
     )
-    predictions = _greedy(model, tokenizer, held, settings) if settings.generate else None
+    predictions = (
+        greedy_answers(model, tokenizer, held.prompts, settings.max_new_tokens, settings.batch_size)
+        if settings.generate
+        else None
+    )
     return _Scores(scores[: len(prompts)], scores[len(prompts) :], predictions)
 
 
