@@ -55,7 +55,7 @@ def store_barrier(
     Ranks finish sampling at different times, hours apart on a large dataset; a collective
     barrier would abort the job once the slowest rank is more than the process group's timeout
     (Axolotl's default 1800 s) behind. Instead rank 0 waits until every planned batch is
-    committed (then merges) and the other ranks wait until the store is complete. No timeout:
+    committed and every rank has recorded its counts (then merges) and the other ranks wait until the store is complete. No timeout:
     a rank that dies ends the launch (torchrun stops the other ranks). The store must be on a
     filesystem every rank sees, as the merge already requires."""
     if world_size <= 1:
@@ -66,14 +66,14 @@ def store_barrier(
             return 0
         if rank != 0:
             return -1  # unknown: waiting for rank 0's merge
-        return len(store.missing_batches())
+        return len(store.missing_batches()) + len(store.missing_rank_counts(world_size))
 
     def wait() -> None:
         started = reported = time.monotonic()
         while (left := missing()) != 0:
             if time.monotonic() - reported >= report_s:
                 reported = time.monotonic()
-                what = f"{left} batch(es) from other ranks" if left > 0 else "rank 0's merge"
+                what = f"{left} batch(es) or rank record(s) from other ranks" if left > 0 else "rank 0's merge"
                 LOG.info("rank %d: waiting %.0f s so far for %s in %s", rank,
                          reported - started, what, store.dir)
             time.sleep(poll_s)

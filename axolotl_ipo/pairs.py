@@ -470,6 +470,7 @@ def build_pairs(
         _log_invalid(job.invalid)
     store.ensure_plan(_plan_record(job.prompts, job.plan, settings, policy))
 
+    store.clear_rank_counts(rank)
     sampler = _Sampler(generator_factory, settings, policy, end, store, keep_messages)
     mine = [i for i in range(len(job.plan)) if i % world_size == rank]
     sampled = _sample_mine(job, mine, sampler, progress and rank == 0)

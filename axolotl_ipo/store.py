@@ -276,6 +276,14 @@ class PairStore:
         """What this rank sampled in this run, for rank 0's summary of the whole run."""
         atomic_write(self._rank_path(rank), json.dumps(dict(counts), sort_keys=True) + "\n")
 
+    def clear_rank_counts(self, rank: int) -> None:
+        """Forget what this rank recorded in an earlier, interrupted run."""
+        self._rank_path(rank).unlink(missing_ok=True)
+
+    def missing_rank_counts(self, world_size: int) -> list[int]:
+        """The ranks of ``0..world_size-1`` that have not recorded their counts yet."""
+        return [rank for rank in range(world_size) if not self._rank_path(rank).exists()]
+
     def rank_counts(self, world_size: int) -> list[dict]:
         """The recorded counts of ranks ``0..world_size-1`` (those that recorded any)."""
         paths = [self._rank_path(rank) for rank in range(world_size)]

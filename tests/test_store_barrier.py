@@ -89,3 +89,28 @@ def test_a_long_wait_is_reported(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="axolotl_ipo"):
         wait()
     assert "rank 1: waiting" in caplog.text and "for rank 0's merge" in caplog.text
+
+
+def test_rank_0_waits_for_every_ranks_counts(tmp_path, tokenizer, monkeypatch):
+    """Rank 1's batches are all committed but its counts are written late: rank 0's summary
+    still counts the whole run (CI once saw '2 / 4' batches here)."""
+    store = PairStore.open(tmp_path / "two", {"k": 1})
+    record = store.record_rank_counts
+
+    def late(rank, counts):
+        if rank == 1:
+            time.sleep(0.5)
+        record(rank, counts)
+
+    monkeypatch.setattr(store, "record_rank_counts", late)
+    results = {}
+
+    def rank(r):
+        barrier = distributed.store_barrier(store, r, 2, poll_s=0.01)
+        results[r] = run_rank(tokenizer, store, r, 2, 0.0, barrier)
+
+    other = threading.Thread(target=rank, args=(1,))
+    other.start()
+    rank(0)
+    other.join(timeout=30)
+    assert results[0].summary.batches_sampled == 4 == results[0].summary.batches
