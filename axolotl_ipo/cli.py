@@ -88,11 +88,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if result is None:
         print(f"{args.config}: no SFT dataset to sample from (preference datasets are used as is)")
         return 0
-    if distributed.rank() == 0:
-        target = Path(args.output or ".") / "pairs.jsonl"
-        if args.output and result.path != target:
-            shutil.copyfile(result.path, target)
-        print(f"pairs: {target if args.output else result.path}")
+    if args.output and distributed.rank() == 0:  # the sampling printed the store's pairs.jsonl
+        target = Path(args.output) / "pairs.jsonl"
+        shutil.copyfile(result.path, target)
+        print(f"copied to {target}")
     return 0
 
 

@@ -191,8 +191,6 @@ def make_pair_row(
     generator: str,
     settings: SamplingSettings,
     policy: PairPolicy,
-    *,
-    keep_messages: bool = False,
 ) -> dict[str, Any]:
     """One pair row. Both answers are stripped of surrounding whitespace and a trailing
     ``end_token`` and end with exactly one ``end_token``. A row that must not be used gets a
@@ -217,8 +215,6 @@ def make_pair_row(
         "samples_right": sum(s.right is True for s in samples.samples),
         "sample_tokens": sum(s.completion.n_tokens for s in samples.samples),
     }
-    if keep_messages:
-        row["prompt_messages"] = prompt.example.prompt_messages
     if samples.error is not None:
         row["check_error"] = samples.error
     if drop:
@@ -306,7 +302,6 @@ class _Sampler:
     policy: PairPolicy
     end: str
     store: PairStore
-    keep_messages: bool
     generator: Generator | None = None
     tokens: int = 0
     seconds: float = 0.0
@@ -322,13 +317,7 @@ class _Sampler:
         self.tokens += tokens
         rows = [
             make_pair_row(
-                prompt,
-                state,
-                self.end,
-                self.generator.name,
-                self.settings,
-                self.policy,
-                keep_messages=self.keep_messages,
+                prompt, state, self.end, self.generator.name, self.settings, self.policy
             )
             for prompt, state in zip(batch, states, strict=True)
         ]
@@ -447,7 +436,6 @@ def build_pairs(
     progress: bool = True,
     invalid_rows: Sequence[InvalidRow] = (),
     end_token: str | None = None,
-    keep_messages: bool = False,
     policy: PairPolicy | None = None,
 ) -> PairsResult:
     """Cached? -> plan -> sample my batches -> merge on rank 0 -> summary.
@@ -471,7 +459,7 @@ def build_pairs(
     store.ensure_plan(_plan_record(job.prompts, job.plan, settings, policy))
 
     store.clear_rank_counts(rank)
-    sampler = _Sampler(generator_factory, settings, policy, end, store, keep_messages)
+    sampler = _Sampler(generator_factory, settings, policy, end, store)
     mine = [i for i in range(len(job.plan)) if i % world_size == rank]
     sampled = _sample_mine(job, mine, sampler, progress and rank == 0)
     local = {"batches_sampled": sampled, "tokens_this_run": sampler.tokens,

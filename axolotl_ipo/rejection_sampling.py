@@ -10,6 +10,7 @@ on identical prompts.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from axolotl_ipo.errors import UserError
 from axolotl_ipo.pairs import PairsResult, build_pairs
 from axolotl_ipo.sampling import SamplingSettings, load_generator, model_fingerprint
 from axolotl_ipo.selection import PairPolicy
-from axolotl_ipo.sft import PromptExample, extract_examples, fingerprint_examples
+from axolotl_ipo.sft import InvalidRow, PromptExample, extract_examples, fingerprint_examples
 from axolotl_ipo.sources import SFTSource, load_rows, split_sources
 from axolotl_ipo.store import PairStore
 
@@ -138,12 +139,10 @@ def build_pairs_for_config(
     cfg: Any,
     output_dir: str | Path | None = None,
     progress: bool = True,
-    limit: int | None = None,
 ) -> PairsResult | None:
     """Sample pairs for the config's SFT datasets (None if it has none). Cached and resumable:
     a second call with the same data, generator, settings and template samples nothing.
-    ``limit`` keeps only the first N valid examples (evaluation on a subset). Raises
-    :class:`NoPairsError` when no pair is left."""
+    Raises :class:`NoPairsError` when no pair is left."""
     from axolotl.loaders import load_tokenizer
 
     sources, _ = sft_sources(cfg)
@@ -152,30 +151,70 @@ def build_pairs_for_config(
     args = sampling_args(cfg)
     tokenizer = load_tokenizer(cfg)  # with Axolotl's chat_template setting: the training one
     examples, invalid = config_examples(cfg, sources, args.strict, args.answers_field)
-    examples = examples[:limit] if limit is not None else examples
+    return sample_examples(cfg, tokenizer, examples, invalid, output_dir, progress)
+
+
+@dataclass(frozen=True)
+class _Sampling:
+    """How a config samples its pairs: the generator, its options and the pair policy."""
+
+    args: RejectionSamplingArgs
+    generator_path: str
+    options: dict[str, Any]
+    settings: SamplingSettings
+    policy: PairPolicy
+
+
+def _config_sampling(cfg: Any, tokenizer: Any) -> _Sampling:
+    args = sampling_args(cfg)
     generator_path = args.model or cfg.get("base_model")
     stops = generator_stop_tokens(tokenizer.eos_token, generator_path, cfg)
-    settings, policy = _settings(args, stops), pair_policy(args)
     options = _generator_options(cfg, args)
-    parts = {
+    return _Sampling(args, generator_path, options, _settings(args, stops), pair_policy(args))
+
+
+def _store_parts(
+    cfg: Any, tokenizer: Any, sampling: _Sampling, examples: list[PromptExample]
+) -> dict[str, Any]:
+    """Everything the pairs depend on: the pair store's cache key parts."""
+    return {
         "format_version": PAIRS_FORMAT_VERSION,
-        "generator": model_fingerprint(generator_path),
-        "backend": args.backend,
-        "backend_options": options,
-        "sampling": settings.to_dict(),
-        "pairs": {**policy.to_dict(), "answer_check": check_fingerprint(args.answer_check)},
+        "generator": model_fingerprint(sampling.generator_path),
+        "backend": sampling.args.backend,
+        "backend_options": sampling.options,
+        "sampling": sampling.settings.to_dict(),
+        "pairs": {
+            **sampling.policy.to_dict(),
+            "answer_check": check_fingerprint(sampling.args.answer_check),
+        },
         "chat_template": tokenizer.chat_template,
         "eos_token": tokenizer.eos_token,
         "examples": fingerprint_examples(examples),
         "sequence_len": cfg.get("sequence_len"),
     }
-    store = PairStore.open(Path(output_dir) if output_dir else store_root(cfg, args), parts)
+
+
+def sample_examples(
+    cfg: Any,
+    tokenizer: Any,
+    examples: list[PromptExample],
+    invalid: list[InvalidRow],
+    output_dir: str | Path | None = None,
+    progress: bool = True,
+) -> PairsResult:
+    """Sample the pairs of these examples (read from the config's SFT datasets) with the
+    config's generator and settings, into the store keyed by all of them; rank 0 prints the
+    summary. Raises :class:`NoPairsError` when no pair is left."""
+    sampling = _config_sampling(cfg, tokenizer)
+    parts = _store_parts(cfg, tokenizer, sampling, examples)
+    root = Path(output_dir) if output_dir else store_root(cfg, sampling.args)
+    store = PairStore.open(root, parts)
     rank, world_size = distributed.rank(), distributed.world_size()
     result = build_pairs(
         examples,
         tokenizer,
-        lambda: load_generator(args.backend, generator_path, **options),
-        settings,
+        lambda: load_generator(sampling.args.backend, sampling.generator_path, **sampling.options),
+        sampling.settings,
         store,
         rank=rank,
         world_size=world_size,
@@ -183,13 +222,26 @@ def build_pairs_for_config(
         barrier=distributed.store_barrier(store, rank, world_size),
         progress=progress and rank == 0,
         invalid_rows=invalid,
-        policy=policy,
+        policy=sampling.policy,
     )
     if rank == 0:
         print(f"{result.summary.format()}\npairs: {result.path}", flush=True)
     if result.summary.pairs_out == 0:
         raise NoPairsError(result.summary.no_pairs_message())
     return result
+
+
+def sampled_store(cfg: Any, tokenizer: Any) -> PairStore | None:
+    """The complete pair store the config's SFT datasets were sampled into (what training
+    used), found by its cache key; None when the config has no SFT dataset or its pairs were
+    never sampled. Reads the rows to compute the key; samples nothing, creates nothing."""
+    sources, _ = sft_sources(cfg)
+    if not sources:
+        return None
+    sampling = _config_sampling(cfg, tokenizer)
+    examples, _ = config_examples(cfg, sources, sampling.args.strict, sampling.args.answers_field)
+    parts = _store_parts(cfg, tokenizer, sampling, examples)
+    return PairStore.find(store_root(cfg, sampling.args), parts)
 
 
 def pairs_dataset_entry(path: Path) -> dict[str, Any]:

@@ -21,10 +21,8 @@ __all__ = [
     "FORMATS",
     "InvalidRow",
     "PromptExample",
-    "detect_format",
     "extract_examples",
     "fingerprint_examples",
-    "is_preference_row",
 ]
 
 
@@ -62,7 +60,8 @@ class InvalidRow:
 # keys that shape its rows. `chat_template` covers OpenAI-style `messages` and ShareGPT-style
 # `conversations` (`field_messages` + `message_property_mappings`); `sharegpt` itself is
 # rejected by Axolotl >= 0.19 ("deprecated, use chat_template"). `prompt_completion` is this
-# plugin's own (Axolotl's `completion` and `input_output` read other shapes).
+# plugin's own (Axolotl's `completion` and `input_output` have no prompt/answer split: refused
+# in one line by `sources.split_sources`).
 FORMATS: tuple[str, ...] = ("alpaca", "chat_template", "prompt_completion")
 
 ALLOWED_KEYS: dict[str, set[str]] = {
@@ -88,7 +87,6 @@ AXOLOTL_DEFAULT_ROLES = {
     "system": "system",
     "tool": "tool",
 }
-_PREFERENCE_KEYS = ("chosen", "rejected")
 
 
 class _Bad(Exception):
@@ -109,29 +107,10 @@ class _Spec:
         return default if value is None else value
 
 
-def is_preference_row(row: Mapping[str, Any]) -> bool:
-    """True for rows that already are preference pairs (``chosen`` and ``rejected``)."""
-    return all(k in row for k in _PREFERENCE_KEYS)
-
-
-def detect_format(row: Mapping[str, Any]) -> str | None:
-    """Guess the format of a row: ``preference``, ``alpaca``, ``chat_template`` (OpenAI-style
-    ``messages``), ``prompt_completion``, or ``None`` when nothing matches."""
-    if is_preference_row(row):
-        return "preference"
-    if "instruction" in row and "output" in row:
-        return "alpaca"
-    if "messages" in row:
-        return "chat_template"
-    if "prompt" in row and "completion" in row:
-        return "prompt_completion"
-    return None
-
-
 def _canonical(fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(
-            f"unknown SFT format {fmt!r}; use one of {list(FORMATS)}, or 'auto' to detect it "
+            f"unknown SFT format {fmt!r}; use one of {list(FORMATS)} "
             "(ShareGPT data: chat_template with field_messages and message_property_mappings)"
         )
     return fmt
@@ -351,35 +330,17 @@ def extract_examples(
 ) -> tuple[list[PromptExample], list[InvalidRow]]:
     """Turn SFT rows into prompt examples.
 
-    ``fmt`` is one of :data:`FORMATS` or ``"auto"`` (detected from the first row).
-    ``field_map`` holds the dataset entry's keys for that format (:data:`ALLOWED_KEYS`, with
-    Axolotl's meaning and defaults). Invalid rows are returned as
-    :class:`InvalidRow` records; with ``strict=True`` the first one raises ``ValueError``.
-    ``answers_field`` names a column of acceptable answers (kept in ``PromptExample.answers``).
-    Preference rows (``chosen``/``rejected``) raise ``ValueError``: they need no sampling
-    (check with :func:`detect_format` / :func:`is_preference_row` first).
+    ``fmt`` is one of :data:`FORMATS`. ``field_map`` holds the dataset entry's keys for that
+    format (:data:`ALLOWED_KEYS`, with Axolotl's meaning and defaults). Invalid rows are
+    returned as :class:`InvalidRow` records; with ``strict=True`` the first one raises
+    :class:`UserError`. ``answers_field`` names a column of acceptable answers (kept in
+    ``PromptExample.answers``).
     """
+    canonical = _canonical(fmt)
+    spec = _Spec(canonical, _check_field_map(canonical, field_map))
     examples: list[PromptExample] = []
     invalid: list[InvalidRow] = []
-    spec: _Spec | None = None
     for index, row in enumerate(rows):
-        if spec is None:
-            name = fmt
-            if fmt == "auto":
-                name = detect_format(row) if isinstance(row, Mapping) else None
-                if name is None:
-                    keys = sorted(row) if isinstance(row, Mapping) else type(row).__name__
-                    raise ValueError(
-                        f"dataset {source!r}: cannot detect the format from row {index} "
-                        f"(columns {keys}); set the format explicitly"
-                    )
-            if name == "preference":
-                raise ValueError(
-                    f"dataset {source!r} already holds preference pairs (chosen/rejected); "
-                    "use it as is, no sampling needed"
-                )
-            canonical = _canonical(name)
-            spec = _Spec(canonical, _check_field_map(canonical, field_map))
         try:
             if not isinstance(row, Mapping):
                 raise _Bad("<row>", f"expected an object, got {type(row).__name__}.", "wrong_type")

@@ -15,6 +15,12 @@ from axolotl_ipo.preflight import dataset_problem
 from axolotl_ipo.sft import ALLOWED_KEYS, FORMATS
 
 CUSTOM_INSTRUCT_KEYS = ("field_instruction", "field_input", "field_output", "field_system")
+# Axolotl's SFT types without a prompt/answer split: nothing to sample a rejected answer for, and
+# Axolotl's preference loader cannot read them either.
+NO_GOLD_ANSWER = {
+    "completion": "raw text in one column",
+    "input_output": "text segments with label flags",
+}
 
 
 @dataclass(frozen=True)
@@ -31,9 +37,16 @@ class SFTSource:
         return f"datasets[{self.index}] {self.entry.get('path')}"
 
 
-def _sft_format(entry: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+def _sft_format(index: int, entry: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """(format, field mapping) for an SFT entry, None for a preference entry."""
     ds_type = entry.get("type")
+    if isinstance(ds_type, str) and ds_type in NO_GOLD_ANSWER:
+        raise UserError(
+            f"datasets[{index}] {entry.get('path')}: `type: {ds_type}` is "
+            f"{NO_GOLD_ANSWER[ds_type]}, with no prompt and gold answer to pair a sampled answer "
+            "with; for `rl: ipo` use `type: prompt_completion` (prompt and completion columns), "
+            "alpaca or chat_template, or train this dataset without `rl: ipo`."
+        )
     if isinstance(ds_type, dict):  # Axolotl's custom instruct format: field_instruction, ...
         if ds_type.get("field_chosen") or ds_type.get("field_rejected"):
             return None
@@ -50,7 +63,7 @@ def split_sources(entries: list[dict[str, Any]]) -> tuple[list[SFTSource], list[
     """(SFT entries to sample from, indices of the entries to hand to Axolotl unchanged)."""
     sft, preference = [], []
     for index, entry in enumerate(entries):
-        found = _sft_format(entry)
+        found = _sft_format(index, entry)
         if found is None:
             preference.append(index)
         else:

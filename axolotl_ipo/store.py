@@ -166,7 +166,7 @@ class MergeStats:
     dropped: dict[str, int]
 
 
-def _default_order(row: Mapping[str, Any]) -> tuple:
+def _dataset_order(row: Mapping[str, Any]) -> tuple:
     return (row.get("index", 0), str(row.get("source", "")), row.get("row", 0))
 
 
@@ -199,6 +199,12 @@ class PairStore:
                 meta = {"key": store.key, "parts": json.loads(_stable_json(dict(parts)))}
                 atomic_write(store.meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return store
+
+    @classmethod
+    def find(cls, root: str | os.PathLike, parts: Mapping[str, Any]) -> PairStore | None:
+        """The complete store for ``cache_key(parts)``, or None; creates nothing."""
+        store = cls(root, cache_key(parts))
+        return store if store.is_complete() else None
 
     def __repr__(self) -> str:
         return f"PairStore({str(self.dir)!r})"
@@ -304,14 +310,13 @@ class PairStore:
         | Callable[[MergeStats, list[dict]], Mapping[str, Any]]
         | None = None,
         invalid: Iterable[Mapping[str, Any]] = (),
-        order: Callable[[Mapping[str, Any]], Any] = _default_order,
     ) -> MergeStats:
         """Concatenate batches ``0..n_batches-1`` and write ``pairs.jsonl`` (rows without a
         ``drop_reason``, sorted back into dataset order), ``invalid.jsonl``,
         ``summary.json`` and finally ``COMPLETE``. ``summary`` may be a callable that gets
         the merge statistics and every shard row (dropped ones included)."""
         rows = self._committed_rows(n_batches)
-        rows.sort(key=order)  # stable: ties keep batch order
+        rows.sort(key=_dataset_order)  # stable: ties keep batch order
         dropped = Counter(str(r["drop_reason"]) for r in rows if r.get("drop_reason"))
         kept = [
             {k: v for k, v in r.items() if k != "drop_reason"}

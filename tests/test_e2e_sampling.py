@@ -58,6 +58,9 @@ def test_one_and_two_ranks_sample_identical_pairs(tiny_model_dir, tmp_path):
     code, log = run(cli("sample", str(cfg), "--output", str(tmp_path / "one")), tmp_path,
                     extra_env={"CHECK_LOG": str(calls_log)})
     assert code == 0, log[-3000:]
+    pair_lines = [line for line in log.splitlines() if line.startswith("pairs: ")]
+    assert len(pair_lines) == 1, log[-3000:]  # the store's file, once; then the copy
+    assert f"copied to {tmp_path / 'one' / 'pairs.jsonl'}" in log
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
             "-m", "axolotl_ipo.cli", "sample", str(cfg), "--output", str(tmp_path / "two")]
     code, log = run(argv, tmp_path)
@@ -126,6 +129,7 @@ def test_a_check_that_raises_on_a_row_is_reported_and_counted(tiny_model_dir, tm
         "max_new_tokens": 12, "batch_size": 3, "answer_check": "user_checks:fails_on_hamlet"})
     code, log = run(cli("sample", str(write_config(tmp_path, cfg))), tmp_path)
     assert code == 0, log[-3000:]
+    assert len([x for x in log.splitlines() if x.startswith("pairs: ")]) == 1, log[-3000:]
     assert "raised on 1 row(s), skipped and counted" in log
     assert "sft.jsonl', row 2: ValueError: cannot judge this one" in log
     assert "check errors                    1" in log and "pairs out                       7" in log

@@ -60,6 +60,8 @@ def test_settings_validation_and_dict():
 def test_unknown_backend():
     with pytest.raises(ValueError, match="unknown sampler backend 'foo'"):
         load_generator("foo", "x")
+    with pytest.raises(ValueError, match="unknown sampler backend 'hf'"):
+        load_generator("hf", "x")  # the config's Literal never allowed it
 
 
 def test_transformers_generate_shapes_and_determinism(gen):

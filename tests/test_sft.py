@@ -4,9 +4,7 @@ import pytest
 
 from axolotl_ipo.sft import (
     PromptExample,
-    detect_format,
     extract_examples,
-    is_preference_row,
 )
 
 
@@ -185,27 +183,11 @@ def test_rows_are_numbered_in_input_order():
     ]
 
 
-def test_detect_format_and_preference_rows():
-    assert detect_format({"instruction": "", "output": ""}) == "alpaca"
-    assert detect_format({"messages": []}) == "chat_template"
-    assert detect_format({"conversations": []}) is None
-    assert detect_format({"prompt": "", "completion": ""}) == "prompt_completion"
-    assert detect_format({"prompt": "", "chosen": "", "rejected": ""}) == "preference"
-    assert detect_format({"foo": 1}) is None
-    assert is_preference_row({"prompt": "p", "chosen": "a", "rejected": "b"})
-    with pytest.raises(ValueError, match="already holds preference pairs"):
-        extract_examples([{"prompt": "p", "chosen": "a", "rejected": "b"}], "auto", "prefs")
-    examples, _ = extract_examples([{"instruction": "i", "output": "o"}], "auto", "x")
-    assert examples[0].gold == "o"
-
-
 def test_config_errors_raise():
     with pytest.raises(ValueError, match="unknown SFT format 'dpo'"):
         extract_examples([{}], "dpo", "x")
     with pytest.raises(ValueError, match=r"\['field_prompt'\] do not apply to format 'alpaca'"):
         extract_examples([{}], "alpaca", "x", {"field_prompt": "q"})
-    with pytest.raises(ValueError, match="cannot detect the format from row 0"):
-        extract_examples([{"foo": 1}], "auto", "x")
 
 
 # -- bad rows --------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Which `datasets` entries are sampled from, and with which field mapping."""
 
+import pytest
+
+from axolotl_ipo.errors import UserError
 from axolotl_ipo.sources import split_sources
 
 
@@ -33,3 +36,14 @@ def test_sft_entries_are_sampled_and_preference_entries_pass_through():
         6: ("alpaca", {"field_instruction": "q", "field_output": "a"}),
     }
     assert sft[0].name == "datasets[0] a.jsonl"
+
+
+@pytest.mark.parametrize(("ds_type", "shape"), [("completion", "raw text in one column"),
+                                                ("input_output", "text segments with label")])
+def test_axolotl_types_without_a_gold_answer_are_refused_in_one_line(ds_type, shape):
+    entries = [{"path": "a.jsonl", "type": "alpaca"}, {"path": "t.jsonl", "type": ds_type}]
+    with pytest.raises(UserError) as err:
+        split_sources(entries)
+    message = str(err.value)
+    assert message.startswith(f"datasets[1] t.jsonl: `type: {ds_type}` is {shape}")
+    assert "use `type: prompt_completion`" in message and "\n" not in message

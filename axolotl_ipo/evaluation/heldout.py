@@ -12,8 +12,9 @@ from typing import Any
 from axolotl_ipo.checks import gold_answers
 from axolotl_ipo.pairs import RenderedPrompt, render_prompts
 from axolotl_ipo.rejection_sampling import (
-    build_pairs_for_config,
     config_examples,
+    sample_examples,
+    sampling_args,
     sft_sources,
 )
 from axolotl_ipo.selection import strip_end
@@ -42,15 +43,10 @@ def heldout_config(cfg: Any, entry: dict[str, Any]) -> Any:
 
 
 def load_heldout(
-    cfg: Any,
-    entry: dict[str, Any],
-    tokenizer: Any,
-    store_dir: Path,
-    *,
-    limit: int | None = None,
-    answers_field: str = "answers",
+    cfg: Any, entry: dict[str, Any], tokenizer: Any, store_dir: Path, *, limit: int | None = None
 ) -> HeldOut:
-    """Read the held-out entry (any SFT format the plugin samples from) and build its pairs."""
+    """Read the held-out entry (any SFT format the plugin samples from) once and build its
+    pairs from those rows."""
     held = heldout_config(cfg, entry)
     sources, _ = sft_sources(held)
     if not sources:
@@ -59,6 +55,7 @@ def load_heldout(
             "dataset the plugin can read; use alpaca, chat_template or prompt_completion rows "
             "with a gold answer"
         )
+    answers_field = sampling_args(held).answers_field
     examples, invalid = config_examples(held, sources, strict=False, answers_field=answers_field)
     if limit is not None:
         examples = examples[:limit]
@@ -66,13 +63,7 @@ def load_heldout(
     end = tokenizer.eos_token
     golds = [strip_end(p.example.gold, end) + end for p in rendered]
     answers = [gold_answers(strip_end(p.example.gold, end), p.example.answers) for p in rendered]
-    result = build_pairs_for_config(held, output_dir=store_dir, limit=limit)
-    if result is None:  # unreachable: sources is not empty
-        raise ValueError("no held-out pairs were built")
-    position = {(p.example.source, p.example.row): i for i, p in enumerate(rendered)}
-    pairs = [
-        (position[(row["source"], row["row"])], row["rejected"])
-        for row in result.store.read_pairs()
-        if (row["source"], row["row"]) in position
-    ]
+    result = sample_examples(held, tokenizer, examples, invalid, output_dir=store_dir)
+    position = {p.index: i for i, p in enumerate(rendered)}  # pairs keep their example's index
+    pairs = [(position[row["index"]], row["rejected"]) for row in result.store.read_pairs()]
     return HeldOut(rendered, golds, answers, pairs, result.path, len(invalid) + len(too_long))

@@ -45,7 +45,6 @@ class EvalSettings:
     batch_size: int = 16
     limit: int | None = None  # evaluate the first N held-out examples
     generate: bool = True  # False: skip the task score (scores only, much faster)
-    answers_field: str = "answers"
 
 
 @dataclass
@@ -167,12 +166,20 @@ def _write_predictions(path: Path, held: HeldOut, scores: _Scores) -> None:
     atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def _training_pairs(cfg: Any, limit: int = 256) -> list[dict]:
-    """The (cached) pairs the config trained on; [] when it trained on existing pairs."""
-    from axolotl_ipo.rejection_sampling import build_pairs_for_config
+def _training_pairs(cfg: Any, tokenizer: Any, limit: int = 256) -> list[dict]:
+    """(Up to ``limit`` of) the pairs the config trained on, read from its complete pair store;
+    [] when it trained on existing pairs or its pairs are not there (nothing is sampled)."""
+    from axolotl_ipo.rejection_sampling import sampled_store, sft_sources
 
-    result = build_pairs_for_config(cfg, progress=False)
-    return result.store.read_pairs()[:limit] if result is not None else []
+    store = sampled_store(cfg, tokenizer)
+    if store is None:
+        if sft_sources(cfg)[0]:
+            LOG.warning(
+                "no sampled pairs for this config's SFT datasets: the margins on the training "
+                "pairs are left out; `axolotl-ipo sample CONFIG` builds them"
+            )
+        return []
+    return store.read_pairs()[:limit]
 
 
 def _pair_scores(model: Any, tokenizer: Any, pairs: list[dict], settings: EvalSettings, max_length):
@@ -295,7 +302,7 @@ def evaluate_model(
     if trained is None:
         return results, None, None
     started = time.perf_counter()
-    train_pairs = _training_pairs(cfg)
+    train_pairs = _training_pairs(cfg, tokenizer)
     train_ref = (
         _base_training_pairs(cfg, train_pairs, tokenizer, settings, cache_dir, base_model)
         if train_pairs
@@ -336,7 +343,6 @@ def evaluate_config(
         tokenizer,
         prepared / "ipo_heldout_pairs",
         limit=settings.limit,
-        answers_field=settings.answers_field,
     )
     if not held.pairs:
         raise ValueError(

@@ -19,17 +19,15 @@ __all__ = [
 ]
 
 BACKENDS = ("transformers", "vllm")
-_ALIASES = {"transformers": "transformers", "hf": "transformers", "vllm": "vllm"}
 
 
 def load_generator(name: str, model_path: str | os.PathLike, **opts: Any) -> Generator:
-    """Build a sampler backend by name (``transformers``/``hf`` or ``vllm``)."""
-    backend = _ALIASES.get(name)
-    if backend == "transformers":
+    """Build a sampler backend by name (``transformers`` or ``vllm``)."""
+    if name == "transformers":
         from .transformers_backend import TransformersGenerator
 
         return TransformersGenerator(model_path, **opts)
-    if backend == "vllm":
+    if name == "vllm":
         from .vllm_backend import VLLMGenerator
 
         return VLLMGenerator(model_path, **opts)

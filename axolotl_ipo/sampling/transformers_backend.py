@@ -81,11 +81,9 @@ class TransformersGenerator:
         self,
         model_path: str | os.PathLike,
         *,
-        tokenizer_path: str | os.PathLike | None = None,
         device: str | None = None,
         dtype: Any = "auto",
         trust_remote_code: bool = False,
-        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -93,14 +91,13 @@ class TransformersGenerator:
         self.name = f"transformers:{self.model_path}"
         self.device = device or _default_device()
         tokenizer = AutoTokenizer.from_pretrained(
-            os.fspath(tokenizer_path or model_path),
+            self.model_path,
             padding_side="left",
             trust_remote_code=trust_remote_code,
         )
         kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype, self.device)}
         if self.device.startswith("cuda"):  # straight onto the GPU, no full copy in host RAM
             kwargs["device_map"] = {"": self.device}
-        kwargs.update(model_kwargs or {})
         with whole_model_loading():
             model = AutoModelForCausalLM.from_pretrained(
                 self.model_path, trust_remote_code=trust_remote_code, **kwargs

@@ -105,7 +105,6 @@ class VLLMGenerator:
         self,
         model_path: str | os.PathLike,
         *,
-        tokenizer_path: str | os.PathLike | None = None,
         dtype: str = "auto",
         gpu_memory_utilization: float = 0.85,
         tensor_parallel_size: int = 1,
@@ -127,7 +126,7 @@ class VLLMGenerator:
         self.name = f"vllm:{self.model_path}"
         kwargs: dict[str, Any] = {
             "model": self.model_path,
-            "tokenizer": os.fspath(tokenizer_path or model_path),
+            "tokenizer": self.model_path,
             "dtype": dtype,
             "gpu_memory_utilization": gpu_memory_utilization,
             "tensor_parallel_size": tensor_parallel_size,
