@@ -4,11 +4,9 @@ from pathlib import Path
 
 import pytest
 
-TESTS_DIR = Path(__file__).parent
-sys.path.insert(0, str(TESTS_DIR))
-sys.path.insert(1, str(TESTS_DIR.parent / "benchmarks"))  # the one offline environment
+sys.path.insert(0, str(Path(__file__).parent))  # helpers, tiny_model, user_checks, ...
 
-from offline_env import OFFLINE_ENV  # noqa: E402
+from helpers import OFFLINE_ENV, REPO  # noqa: E402
 
 os.environ.update(OFFLINE_ENV)
 
@@ -20,7 +18,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
-REPO = TESTS_DIR.parent
 SMOLLM2_DIR = REPO / ".cache" / "models" / "SmolLM2-135M-Instruct"
 NQ_DIR = REPO / ".cache" / "data"
 

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+from helpers import load_script
 
-
-def _load_bandit():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bandit.py"
-    spec = importlib.util.spec_from_file_location("bandit", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bandit"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bandit = _load_bandit()
+bandit = load_script("benchmarks/bandit.py")
 TRL_LOSS_TYPE = {"ipo": "ipo", "dpo": "sigmoid"}
 ACTIONS = ["a", "b", "c"]
 

@@ -1,17 +1,8 @@
 """`axolotl-ipo --version` and `axolotl-ipo check` as a user runs them."""
 
-import shutil
-import sys
-from pathlib import Path
-
 from axolotl_ipo import __version__, compat
 
-from axolotl_run import base_config, run, write_config
-
-
-def axolotl_ipo(*args):
-    exe = shutil.which("axolotl-ipo", path=str(Path(sys.executable).parent))
-    return [exe, *args]
+from helpers import axolotl_ipo, base_config, run, write_config
 
 
 def test_version(tmp_path):

@@ -1,19 +1,16 @@
 """The README's ShareGPT- and OpenAI-shaped `chat_template` datasets, multi-turn, through
 Axolotl's own config loader and `axolotl-ipo sample` on the installed release."""
 
-import json
 import re
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from axolotl_run import base_config, run, write_config
+from helpers import REPO, axolotl_ipo, base_config, read_jsonl, run, write_config, write_jsonl
 
 pytestmark = pytest.mark.e2e
-README = Path(__file__).parents[1] / "README.md"
+README = REPO / "README.md"
 
 SHAREGPT_ROW = {"conversations": [
     {"from": "system", "value": "Answer briefly."},
@@ -42,16 +39,14 @@ def test_readme_sharegpt_and_openai_examples_sample_multi_turn_pairs(tiny_model_
     rows = {"sharegpt.jsonl": SHAREGPT_ROW, "openai.jsonl": OPENAI_ROW}
     for entry in datasets:
         path = tmp_path / Path(entry["path"]).name
-        path.write_text(json.dumps(rows[path.name]) + "\n", encoding="utf-8")
-        entry["path"] = str(path)
+        entry["path"] = str(write_jsonl(path, [rows[path.name]]))
     cfg = base_config(tiny_model_dir, tmp_path, rl="ipo", datasets=datasets,
                       rejection_sampling={"max_new_tokens": 4, "batch_size": 2})
-    cli = shutil.which("axolotl-ipo", path=str(Path(sys.executable).parent))
-    code, log = run([cli, "sample", str(write_config(tmp_path, cfg)), "--output",
-                     str(tmp_path / "pairs")], tmp_path)
+    code, log = run(axolotl_ipo("sample", str(write_config(tmp_path, cfg)), "--output",
+                                str(tmp_path / "pairs")), tmp_path)
     assert code == 0, log[-3000:]
     assert "invalid" not in log.split("IPO pairs")[-1], log[-2000:]
-    pairs = [json.loads(line) for line in (tmp_path / "pairs" / "pairs.jsonl").open()]
+    pairs = read_jsonl(tmp_path / "pairs" / "pairs.jsonl")
     assert [p["chosen"] for p in pairs] == ["Rome.<|im_end|>", "20<|im_end|>"]
     assert pairs[0]["prompt"] == (
         "<|im_start|>system\nAnswer briefly.<|im_end|>\n"

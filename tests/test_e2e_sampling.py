@@ -1,31 +1,34 @@
 """SFT data -> sampled pairs -> IPO, through the real Axolotl CLI and `axolotl-ipo sample`."""
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from axolotl_run import read_metrics, run, sft_config, write_config
+from helpers import (
+    axolotl,
+    axolotl_ipo,
+    read_jsonl,
+    read_metrics,
+    run,
+    sft_config,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
 
-def cli(*args: str) -> list[str]:
-    return [shutil.which("axolotl-ipo", path=str(Path(sys.executable).parent)), *args]
-
-
 def test_preprocess_samples_and_train_reuses_the_pairs(tiny_model_dir, tmp_path):
     cfg = write_config(tmp_path, sft_config(tiny_model_dir, tmp_path))
-    code, log = run([sys.executable, "-m", "axolotl.cli.preprocess", str(cfg)], tmp_path)
+    code, log = run(axolotl("preprocess", cfg), tmp_path)
     assert code == 0, log[-3000:]
     assert "rows in                         9" in log and "pairs out                       8" in log
     assert "invalid: missing_field          1" in log
     assert "row 6, field 'output': missing" in log  # the bad row is named, not silently lost
     assert "batches (sampled now / all)     3 / 3" in log
 
-    code, log = run([sys.executable, "-m", "axolotl.cli.train", str(cfg)], tmp_path)
+    code, log = run(axolotl("train", cfg), tmp_path)
     assert code == 0, log[-3000:]
     assert "batches (sampled now / all)     0 / 3" in log and "hit: nothing sampled" in log
     begin, steps = read_metrics(tmp_path / "out")
@@ -34,7 +37,7 @@ def test_preprocess_samples_and_train_reuses_the_pairs(tiny_model_dir, tmp_path)
 
     pairs_files = list((tmp_path / "prepared" / "ipo_pairs").glob("*/pairs.jsonl"))
     assert len(pairs_files) == 1
-    pairs = [json.loads(line) for line in pairs_files[0].read_text().splitlines()]
+    pairs = read_jsonl(pairs_files[0])
     assert len(pairs) == 8
     first = pairs[0]
     assert first["prompt"] == (
@@ -44,10 +47,6 @@ def test_preprocess_samples_and_train_reuses_the_pairs(tiny_model_dir, tmp_path)
     assert first["source"].startswith("datasets[0]") and first["row"] == 0
 
 
-def read_pairs(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def test_one_and_two_ranks_sample_identical_pairs(tiny_model_dir, tmp_path):
     """num_samples: 3 with a user's check: the first sample judged wrong is the rejected one,
     and 1 and 2 ranks write the same bytes."""
@@ -55,7 +54,7 @@ def test_one_and_two_ranks_sample_identical_pairs(tiny_model_dir, tmp_path):
                 "answer_check": "user_checks:coin"}
     cfg = write_config(tmp_path, sft_config(tiny_model_dir, tmp_path, rejection_sampling=sampling))
     calls_log = tmp_path / "check_calls.jsonl"
-    code, log = run(cli("sample", str(cfg), "--output", str(tmp_path / "one")), tmp_path,
+    code, log = run(axolotl_ipo("sample", str(cfg), "--output", str(tmp_path / "one")), tmp_path,
                     extra_env={"CHECK_LOG": str(calls_log)})
     assert code == 0, log[-3000:]
     pair_lines = [line for line in log.splitlines() if line.startswith("pairs: ")]
@@ -70,8 +69,8 @@ def test_one_and_two_ranks_sample_identical_pairs(tiny_model_dir, tmp_path):
     two = (tmp_path / "two" / "pairs.jsonl").read_bytes()
     assert one == two
 
-    calls = read_pairs(calls_log)  # every judgement, in order, of the one-rank run
-    pairs = read_pairs(tmp_path / "one" / "pairs.jsonl")
+    calls = read_jsonl(calls_log)  # every judgement, in order, of the one-rank run
+    pairs = read_jsonl(tmp_path / "one" / "pairs.jsonl")
     for pair in pairs:
         judged = [c for c in calls if c["question"] in pair["prompt"]]
         first = pair["rejected_sample"]
@@ -88,7 +87,7 @@ def test_one_and_two_ranks_sample_identical_pairs(tiny_model_dir, tmp_path):
     summary = json.loads(next((tmp_path / "one").glob("*/summary.json")).read_text())
     assert (summary["samples_right"], summary["already_solved"]) == (right, solved)
 
-    code, log = run(cli("inspect", str(tmp_path / "one" / "pairs.jsonl")), tmp_path)
+    code, log = run(axolotl_ipo("inspect", str(tmp_path / "one" / "pairs.jsonl")), tmp_path)
     assert code == 0 and f"{len(pairs)} pairs from 1 source(s)" in log
 
 
@@ -96,12 +95,12 @@ def preprocess(tiny_model_dir, work: Path, **sampling) -> tuple[int, str]:
     work.mkdir()
     rejection = {"max_new_tokens": 12, "batch_size": 3, **sampling}
     cfg = write_config(work, sft_config(tiny_model_dir, work, rejection_sampling=rejection))
-    return run([sys.executable, "-m", "axolotl.cli.preprocess", str(cfg)], work)
+    return run(axolotl("preprocess", cfg), work)
 
 
 def triples(work: Path) -> list[tuple]:
     (path,) = (work / "prepared" / "ipo_pairs").glob("*/pairs.jsonl")
-    return [(p["prompt"], p["chosen"], p["rejected"]) for p in read_pairs(path)]
+    return [(p["prompt"], p["chosen"], p["rejected"]) for p in read_jsonl(path)]
 
 
 def test_a_check_calling_every_sample_right_leaves_no_pairs(tiny_model_dir, tmp_path):
@@ -127,7 +126,7 @@ def test_a_check_calling_no_sample_right_gives_todays_pairs(tiny_model_dir, tmp_
 def test_a_check_that_raises_on_a_row_is_reported_and_counted(tiny_model_dir, tmp_path):
     cfg = sft_config(tiny_model_dir, tmp_path, rejection_sampling={
         "max_new_tokens": 12, "batch_size": 3, "answer_check": "user_checks:fails_on_hamlet"})
-    code, log = run(cli("sample", str(write_config(tmp_path, cfg))), tmp_path)
+    code, log = run(axolotl_ipo("sample", str(write_config(tmp_path, cfg))), tmp_path)
     assert code == 0, log[-3000:]
     assert len([x for x in log.splitlines() if x.startswith("pairs: ")]) == 1, log[-3000:]
     assert "raised on 1 row(s), skipped and counted" in log

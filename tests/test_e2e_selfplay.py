@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_run import run, sft_config, write_config
+from helpers import run, sft_config, write_config
 
 pytestmark = pytest.mark.e2e
 

@@ -1,12 +1,10 @@
 """`ipo_sft_weight` and the `ipo/...` diagnostics through the real Axolotl CLI on the tiny model."""
 
-import json
 import math
-import sys
 
 import pytest
 
-from axolotl_run import read_metrics, run, sft_config, write_config
+from helpers import axolotl, read_jsonl, read_metrics, run, sft_config, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -30,13 +28,12 @@ def test_sft_weight_adds_alpha_times_the_chosen_nll_at_step_0(tiny_model_dir, tm
     # one batch holds every pair (8 valid SFT rows), so TRL's batch NLL is over all chosen answers
     raw = sft_config(tiny_model_dir, tmp_path, ipo_sft_weight=alpha, micro_batch_size=16,
                      max_steps=1)
-    code, log = run([sys.executable, "-m", "axolotl.cli.train", str(write_config(tmp_path, raw))],
-                    tmp_path)
+    code, log = run(axolotl("train", write_config(tmp_path, raw)), tmp_path)
     assert code == 0, log[-3000:]
     begin, steps = read_metrics(tmp_path / "out")
     assert begin["loss_type"] == ["ipo", "sft"] and begin["loss_weights"] == [1.0, alpha]
     [pairs_file] = (tmp_path / "prepared" / "ipo_pairs").glob("*/pairs.jsonl")
-    pairs = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    pairs = read_jsonl(pairs_file)
     assert len(pairs) >= 4
     nll = chosen_nll(tiny_model_dir, pairs, raw["sequence_len"])
     assert nll > 1.0  # a random model: the SFT term is far from negligible
@@ -58,8 +55,7 @@ def tensorboard_scalars(folder) -> dict[str, list[float]]:
 
 def test_ipo_diagnostics_reach_the_metrics_file_and_tensorboard(tiny_model_dir, tmp_path):
     raw = sft_config(tiny_model_dir, tmp_path, use_tensorboard=True, max_steps=2)
-    code, log = run([sys.executable, "-m", "axolotl.cli.train", str(write_config(tmp_path, raw))],
-                    tmp_path)
+    code, log = run(axolotl("train", write_config(tmp_path, raw)), tmp_path)
     assert code == 0, log[-3000:]
     _, steps = read_metrics(tmp_path / "out")
     for step in steps:

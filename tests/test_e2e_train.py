@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from axolotl_run import base_config, read_metrics, run, write_config
+from helpers import axolotl, base_config, read_metrics, run, sft_config, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.parametrize("tau", [0.1, 0.5])
 def test_rl_ipo_trains_with_ipo_loss(tiny_model_dir, tmp_path, tau):
     cfg = write_config(tmp_path, base_config(tiny_model_dir, tmp_path, rl="ipo", ipo_tau=tau))
-    code, log = run([sys.executable, "-m", "axolotl.cli.train", str(cfg)], tmp_path)
+    code, log = run(axolotl("train", cfg), tmp_path)
     assert code == 0, log[-3000:]
     out = tmp_path / "out"
     assert (out / "adapter_model.safetensors").is_file()
@@ -58,8 +58,6 @@ def test_axolotl_train_command(tiny_model_dir, tmp_path):
     on SFT rows, so sampling and IPO both run under it."""
     import os
     from pathlib import Path
-
-    from axolotl_run import sft_config
 
     cfg = write_config(tmp_path, sft_config(tiny_model_dir, tmp_path))
     bin_dir = Path(sys.executable).parent  # `axolotl` and `accelerate` of this environment

@@ -3,7 +3,9 @@ JSON line with the ratio of the rates."""
 
 import json
 
-import eval_speed
+from helpers import load_script
+
+eval_speed = load_script("benchmarks/eval_speed.py")
 
 ROWS = [
     {"instruction": "What is the capital of France?", "input": "", "output": "Paris"},

@@ -2,9 +2,7 @@
 
 import json
 import math
-import shutil
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +23,7 @@ from axolotl_ipo.evaluation.metrics import (
 )
 from axolotl_ipo.evaluation.scoring import AnswerScore, score_answers, tokenize_pair
 
-from axolotl_run import run, sft_config, write_config
+from helpers import axolotl, axolotl_ipo, run, sft_config, write_config, write_jsonl
 
 
 def S(mean: float, n: int = 2) -> AnswerScore:
@@ -249,12 +247,10 @@ HELDOUT_ROWS = [
 @pytest.mark.e2e
 def test_eval_compares_base_and_trained_model(tiny_model_dir, tmp_path):
     cfg = write_config(tmp_path, sft_config(tiny_model_dir, tmp_path))
-    code, log = run([sys.executable, "-m", "axolotl.cli.train", str(cfg)], tmp_path)
+    code, log = run(axolotl("train", cfg), tmp_path)
     assert code == 0, log[-3000:]
-    heldout = tmp_path / "heldout.jsonl"
-    heldout.write_text("".join(json.dumps(r) + "\n" for r in HELDOUT_ROWS))
-    cli = shutil.which("axolotl-ipo", path=str(Path(sys.executable).parent))
-    argv = [cli, "eval", str(cfg), "--data", str(heldout), "--max-new-tokens", "8"]
+    heldout = write_jsonl(tmp_path / "heldout.jsonl", HELDOUT_ROWS)
+    argv = axolotl_ipo("eval", str(cfg), "--data", str(heldout), "--max-new-tokens", "8")
     code, log = run(argv, tmp_path)
     assert code == 0, log[-3000:]
     report = json.loads((tmp_path / "out" / "ipo_eval" / "metrics.json").read_text())
@@ -300,7 +296,7 @@ def test_eval_compares_base_and_trained_model(tiny_model_dir, tmp_path):
         for name, m in report["models"].items()
     }
 
-    code, log = run([cli, "eval", str(cfg), "--data", str(heldout), "--adapter", "nowhere"],
+    code, log = run(axolotl_ipo("eval", str(cfg), "--data", str(heldout), "--adapter", "nowhere"),
                     tmp_path)
     assert code != 0 and "holds neither a PEFT adapter" in log and "Traceback" not in log
 

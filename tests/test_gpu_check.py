@@ -12,11 +12,10 @@ import pytest
 import yaml
 
 import axolotl_config
+from helpers import REPO, load_script
 
-REPO = Path(__file__).parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import gpu_check  # noqa: E402
-import gpu_check_tier2  # noqa: E402
+gpu_check = load_script("scripts/gpu_check.py")
+gpu_check_tier2 = load_script("scripts/gpu_check_tier2.py")
 
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 TIER2 = list(gpu_check_tier2.NEEDS)

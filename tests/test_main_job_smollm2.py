@@ -3,15 +3,12 @@ pairs sampled from the model itself, IPO through `axolotl train`, then `axolotl-
 
 import json
 import math
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from axolotl_run import read_metrics, run
-from conftest import REPO
+from helpers import REPO, axolotl, axolotl_ipo, read_jsonl, read_metrics, run, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 ROWS = 12
@@ -35,13 +32,12 @@ def test_shortened_main_job_on_smollm2(smollm2, tmp_path):
         max_steps=3,
         rejection_sampling={**cfg["rejection_sampling"], "max_new_tokens": 16, "batch_size": 6},
     )
-    config = tmp_path / "config.yml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    config = write_config(tmp_path, cfg)
 
-    code, log = run([sys.executable, "-m", "axolotl.cli.train", str(config)], tmp_path, timeout=900)
+    code, log = run(axolotl("train", config), tmp_path, timeout=900)
     assert code == 0, log[-3000:]
     (pairs_file,) = (tmp_path / "prepared" / "ipo_pairs").glob("*/pairs.jsonl")
-    pairs = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    pairs = read_jsonl(pairs_file)
     assert len(pairs) >= ROWS - 2  # a sample equal to its gold answer is dropped (counted)
     assert {p["generator"] for p in pairs} == {f"transformers:{model_dir}"}
     assert all(p["chosen"].endswith("<|im_end|>") and p["rejected"] != p["chosen"] for p in pairs)
@@ -49,8 +45,7 @@ def test_shortened_main_job_on_smollm2(smollm2, tmp_path):
     assert begin["loss_type"] == ["ipo"] and begin["beta"] == pytest.approx(0.1)
     assert len(steps) == 3 and steps[0]["loss"] == pytest.approx(25.0, abs=1e-3)
 
-    cli = shutil.which("axolotl-ipo", path=str(Path(sys.executable).parent))
-    argv = [cli, "eval", str(config), "--data", str(heldout), "--max-new-tokens", "16"]
+    argv = axolotl_ipo("eval", str(config), "--data", str(heldout), "--max-new-tokens", "16")
     code, log = run(argv, tmp_path, timeout=900)
     assert code == 0, log[-3000:]
     report = json.loads((tmp_path / "out" / "ipo_eval" / "metrics.json").read_text())

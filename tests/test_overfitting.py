@@ -1,10 +1,8 @@
 """benchmarks/overfitting.py without a model: the IPO and DPO configs (through Axolotl's own
 validation), checkpoint discovery, TRL's logs, the metrics and the table."""
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,20 +11,10 @@ import yaml
 from axolotl_ipo.evaluation.scoring import AnswerScore
 
 import axolotl_config
+from helpers import REPO, load_script
 
-REPO = Path(__file__).parents[1]
 MAIN = yaml.safe_load((REPO / "example_configs" / "smollm2-ipo-cpu.yml").read_text())
-
-
-def _load_benchmark():
-    sys.path.insert(0, str(REPO / "benchmarks"))  # as when run as a script: its sibling modules
-    spec = importlib.util.spec_from_file_location("overfitting", REPO / "benchmarks/overfitting.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-overfitting = _load_benchmark()
+overfitting = load_script("benchmarks/overfitting.py")
 
 
 def configs(tmp_path: Path) -> dict[str, dict]:

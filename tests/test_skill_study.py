@@ -2,14 +2,13 @@
 textbook one, and arms train through the real Axolotl CLI on the tiny model and are scored."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-import skill_study  # noqa: E402
+from helpers import load_script, write_jsonl
+
+skill_study = load_script("benchmarks/skill_study.py")
 
 ROWS = [
     {"instruction": f"What is {a} plus {b}?", "input": "", "output": f"{a + b} apples"}
@@ -17,14 +16,9 @@ ROWS = [
 ]
 
 
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 def make_study(tmp_path: Path, model: str = "m", **kw) -> skill_study.Study:
-    train = write_rows(tmp_path / "train.jsonl", ROWS)
-    heldout = write_rows(tmp_path / "heldout.jsonl", ROWS[:3])
+    train = write_jsonl(tmp_path / "train.jsonl", ROWS)
+    heldout = write_jsonl(tmp_path / "heldout.jsonl", ROWS[:3])
     return skill_study.Study(train, heldout, kw.pop("check", "rouge"), tmp_path / "work", model,
                              **kw)
 

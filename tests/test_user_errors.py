@@ -2,7 +2,6 @@
 exit code 1, one line naming the file, row or key, no traceback, finished batches kept."""
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from axolotl_ipo.errors import PREFIX
 from axolotl_ipo.preflight import check_model_paths, dataset_problem, looks_local
 
-from axolotl_run import run, sft_config, write_config
+from helpers import axolotl, axolotl_ipo, run, sft_config, write_config
 
 BAD_FILES = {
     "malformed.jsonl": '{"instruction": "a", "output": "b"}\n{"instruction": "c", "output"\n',
@@ -21,8 +20,7 @@ BAD_FILES = {
 
 
 def sample_cli(config: Path, output: Path) -> list[str]:
-    exe = shutil.which("axolotl-ipo", path=str(Path(sys.executable).parent))
-    return [exe, "sample", str(config), "--output", str(output)]
+    return axolotl_ipo("sample", str(config), "--output", str(output))
 
 
 def the_error(code: int, log: str) -> str:
@@ -83,7 +81,7 @@ def test_training_through_axolotls_cli_says_it_in_one_line(
     tiny_model_dir, tmp_path, keys, data, expected
 ):
     cfg = config_with(tiny_model_dir, tmp_path, data, **keys)
-    line = the_error(*run([sys.executable, "-m", "axolotl.cli.train", str(cfg)], tmp_path))
+    line = the_error(*run(axolotl("train", cfg), tmp_path))
     assert expected in line
 
 
