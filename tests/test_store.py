@@ -113,6 +113,18 @@ def test_merge_default_order_source_row(tmp_path):
     assert [(r["source"], r["row"]) for r in st.read_pairs()] == [("a", 1), ("a", 2), ("b", 0)]
 
 
+def test_find_returns_only_a_complete_store_and_creates_nothing(tmp_path):
+    assert PairStore.find(tmp_path / "none", {"k": 4}) is None
+    assert not (tmp_path / "none").exists()
+    st = PairStore.open(tmp_path, {"k": 4})
+    st.commit_batch(0, [{"source": "a", "row": 0}])
+    assert PairStore.find(tmp_path, {"k": 4}) is None  # committed, not merged
+    st.merge(1)
+    found = PairStore.find(tmp_path, {"k": 4})
+    assert found is not None and found.dir == st.dir and found.read_pairs() == st.read_pairs()
+    assert PairStore.find(tmp_path, {"k": 5}) is None
+
+
 def test_merge_removes_stale_tmp(tmp_path):
     st = PairStore.open(tmp_path, {"k": 4})
     st.commit_batch(0, [{"row": 0}])

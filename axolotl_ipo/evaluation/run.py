@@ -171,13 +171,14 @@ def _training_pairs(cfg: Any, tokenizer: Any, limit: int = 256) -> list[dict]:
     [] when it trained on existing pairs or its pairs are not there (nothing is sampled)."""
     from axolotl_ipo.rejection_sampling import sampled_store, sft_sources
 
+    if not sft_sources(cfg)[0]:
+        return []  # it trained on existing preference pairs
     store = sampled_store(cfg, tokenizer)
     if store is None:
-        if sft_sources(cfg)[0]:
-            LOG.warning(
-                "no sampled pairs for this config's SFT datasets: the margins on the training "
-                "pairs are left out; `axolotl-ipo sample CONFIG` builds them"
-            )
+        LOG.warning(
+            "no sampled pairs for this config's SFT datasets: the margins on the training "
+            "pairs are left out; `axolotl-ipo sample CONFIG` builds them"
+        )
         return []
     return store.read_pairs()[:limit]
 
