@@ -23,6 +23,7 @@ from axolotl_ipo.selection import PairPolicy
 from axolotl_ipo.sft import PromptExample, extract_examples, fingerprint_examples
 from axolotl_ipo.sources import SFTSource, load_rows, split_sources
 from axolotl_ipo.store import PairStore
+from axolotl_ipo.upstream.axolotl import load_tokenizer
 
 LOG = logging.getLogger("axolotl_ipo")
 PAIRS_FORMAT_VERSION = 2  # 2: answer checks, k samples, chosen_source
@@ -144,8 +145,6 @@ def build_pairs_for_config(
     a second call with the same data, generator, settings and template samples nothing.
     ``limit`` keeps only the first N valid examples (evaluation on a subset). Raises
     :class:`NoPairsError` when no pair is left."""
-    from axolotl.loaders import load_tokenizer
-
     sources, _ = sft_sources(cfg)
     if not sources:
         return None
