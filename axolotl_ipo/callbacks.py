@@ -74,7 +74,8 @@ class IPODiagnosticsCallback(TrainerCallback):
     for `patience` consecutive logs: the gold answers are becoming less likely.
 
     It must run before the reporting integrations' `on_log` (they read the same `logs` dict):
-    the plugin puts it first in the trainer's callback list (`compat.add_callback_first`)."""
+    the plugin puts it first in the trainer's callback list
+    (`upstream.transformers.add_callback_first`)."""
 
     def __init__(self, pure_ipo: bool, patience: int = CHOSEN_BELOW_ZERO_LOGS):
         self.pure_ipo = pure_ipo

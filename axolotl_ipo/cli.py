@@ -51,18 +51,18 @@ def load_config(path: str):
         raise UserError(f"no config file at {config_path}; check the path.")
     raw = _read_yaml(config_path)
 
-    from axolotl.cli.config import load_cfg
     from pydantic import ValidationError
 
-    from axolotl_ipo import compat
+    from axolotl_ipo.upstream import axolotl as upstream_axolotl
 
-    if not _plugin_listed(raw) and not compat.autoloads_entry_point_plugins():
+    if not _plugin_listed(raw) and not upstream_axolotl.autoloads_entry_point_plugins():
         raise UserError(
-            f"{config_path} does not list the plugin, and axolotl {compat.axolotl_version()} "
+            f"{config_path} does not list the plugin, and axolotl "
+            f"{upstream_axolotl.axolotl_version()} "
             f"only loads listed plugins: add `plugins: [{PLUGIN_NAME}]` to the config."
         )
     try:
-        return load_cfg(str(config_path))
+        return upstream_axolotl.load_cfg(str(config_path))
     except ValidationError as err:
         raise UserError(f"{config_path}: {_validation_summary(err)}") from None
 

@@ -11,9 +11,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from axolotl_ipo import compat
 from axolotl_ipo.args import IPOArgs
 from axolotl_ipo.errors import UserError
+from axolotl_ipo.upstream.axolotl import axolotl_version, native_ipo_keys
+from axolotl_ipo.upstream.trl import ipo_losses
 
 DEFAULT_TAU = 0.1
 PLUGIN_KEYS = ("ipo_tau", "ipo_sft_weight", "rejection_sampling")
@@ -154,7 +155,7 @@ def normalise(cfg: MutableMapping) -> MutableMapping:
             f"{', '.join(set_keys)} set but `rl: {rl}`: axolotl-ipo only drives IPO. "
             "Add `rl: ipo` to your config, or remove these keys."
         )
-    native = compat.native_ipo_keys(args.ipo_sft_weight)
+    native = native_ipo_keys(args.ipo_sft_weight)
     _check_loss_keys(cfg, native)
     tau = _resolve_tau(cfg, args)
 
@@ -169,7 +170,7 @@ def normalise(cfg: MutableMapping) -> MutableMapping:
 
 def trainer_loss_args(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """TRL training arguments for IPO [+ alpha * SFT] with beta = tau, whatever the release."""
-    return {**compat.ipo_losses(cfg.get("ipo_sft_weight")), "beta": float(cfg["ipo_tau"])}
+    return {**ipo_losses(cfg.get("ipo_sft_weight")), "beta": float(cfg["ipo_tau"])}
 
 
 def resolved_settings(cfg: MutableMapping) -> dict[str, Any]:
@@ -178,7 +179,7 @@ def resolved_settings(cfg: MutableMapping) -> dict[str, Any]:
     rl = getattr(rl, "value", rl)
     tau = cfg.get("rl_beta")
     return {
-        "axolotl": compat.axolotl_version(),
+        "axolotl": axolotl_version(),
         "rl": rl,
         "dpo_loss_type": cfg.get("dpo_loss_type"),
         "ipo_sft_weight": cfg.get("ipo_sft_weight") or 0.0,

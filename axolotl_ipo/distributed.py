@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from axolotl_ipo import compat
+from axolotl_ipo.upstream.axolotl import guard_cuda_p2p_check
 
 LOG = logging.getLogger("axolotl_ipo")
 
@@ -37,7 +37,7 @@ def request_cpu_process_group() -> None:
     on a CUDA build of torch without a driver, Axolotl's P2P probe would crash them."""
     if is_cpu_multiprocess():
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")
-        compat.guard_cuda_p2p_check()
+        guard_cuda_p2p_check()
 
 
 def fix_cpu_device_map(cfg: MutableMapping) -> None:
@@ -55,9 +55,10 @@ def store_barrier(
     Ranks finish sampling at different times, hours apart on a large dataset; a collective
     barrier would abort the job once the slowest rank is more than the process group's timeout
     (Axolotl's default 1800 s) behind. Instead rank 0 waits until every planned batch is
-    committed and every rank has recorded its counts (then merges) and the other ranks wait until the store is complete. No timeout:
-    a rank that dies ends the launch (torchrun stops the other ranks). The store must be on a
-    filesystem every rank sees, as the merge already requires."""
+    committed and every rank has recorded its counts (then merges) and the other ranks wait
+    until the store is complete. No timeout: a rank that dies ends the launch (torchrun stops
+    the other ranks). The store must be on a filesystem every rank sees, as the merge already
+    requires."""
     if world_size <= 1:
         return lambda: None
 
@@ -73,7 +74,8 @@ def store_barrier(
         while (left := missing()) != 0:
             if time.monotonic() - reported >= report_s:
                 reported = time.monotonic()
-                what = f"{left} batch(es) or rank record(s) from other ranks" if left > 0 else "rank 0's merge"
+                what = (f"{left} batch(es) or rank record(s) from other ranks" if left > 0
+                        else "rank 0's merge")
                 LOG.info("rank %d: waiting %.0f s so far for %s in %s", rank,
                          reported - started, what, store.dir)
             time.sleep(poll_s)

@@ -4,7 +4,8 @@ Orchestration only: render prompts with the training tokenizer's chat template, 
 batches globally (so results do not depend on the number of ranks), sample the batches
 this rank owns and are not in the store yet (up to ``num_samples`` rounds each, judged by
 :mod:`axolotl_ipo.selection`), commit each one, then merge on rank 0.
-Nothing here knows about Axolotl.
+Nothing here imports Axolotl (the length count copies its RL loader's rule:
+`upstream.axolotl.count_too_long`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .lengths import count_too_long
 from .sampling.base import Generator, SamplingSettings
 from .selection import PairPolicy, PromptSamples
 from .sft import InvalidRow, PromptExample
 from .store import MergeStats, PairStore
 from .summary import PairsSummary
+from .upstream.axolotl import count_too_long
 
 __all__ = [
     "PairsResult",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+# Axolotl's plugin interface, the one Axolotl import outside axolotl_ipo/upstream/: its module
+# says "to create a new plugin, you need to inherit from the BasePlugin class" (upstream.PUBLIC).
 from axolotl.integrations.base import BasePlugin
 
-from axolotl_ipo import compat, config, distributed, preflight, rejection_sampling
+from axolotl_ipo import config, distributed, preflight, rejection_sampling
 from axolotl_ipo.callbacks import IPODiagnosticsCallback, IPOMetricsCallback
 from axolotl_ipo.errors import exit_on_user_error
+from axolotl_ipo.upstream import axolotl as upstream_axolotl
+from axolotl_ipo.upstream.transformers import add_callback_first
 
 
 class IPOPlugin(BasePlugin):
@@ -25,7 +29,7 @@ class IPOPlugin(BasePlugin):
             return
         config.normalise(cfg)
         preflight.check_model_paths(cfg)
-        compat.disable_lora_kernels_without_cuda(cfg)
+        upstream_axolotl.disable_lora_kernels_without_cuda(cfg)
         distributed.request_cpu_process_group()
 
     @exit_on_user_error
@@ -40,14 +44,11 @@ class IPOPlugin(BasePlugin):
         result = rejection_sampling.build_pairs_for_config(cfg)
         if result is None:
             return None
-        from axolotl.common.datasets import load_preference_datasets
-        from axolotl.utils.dict import DictDefault
-
         _, preference = rejection_sampling.sft_sources(cfg)
         entries = [rejection_sampling.pairs_dataset_entry(result.path)]
         entries += [dict(cfg.datasets[index]) for index in preference]
-        cfg.datasets = [DictDefault(entry) for entry in entries]
-        return load_preference_datasets(cfg=cfg)
+        cfg.datasets = [upstream_axolotl.config_dict(entry) for entry in entries]
+        return upstream_axolotl.load_preference_datasets(cfg)
 
     def get_training_args(self, cfg):
         """Applied after Axolotl's own DPO settings: IPO [+ SFT] with beta = tau, whatever the
@@ -66,4 +67,4 @@ class IPOPlugin(BasePlugin):
         if not config.is_active(cfg):
             return
         pure_ipo = config.trainer_loss_args(cfg)["loss_type"] == ["ipo"]
-        compat.add_callback_first(trainer, IPODiagnosticsCallback(pure_ipo))
+        add_callback_first(trainer, IPODiagnosticsCallback(pure_ipo))

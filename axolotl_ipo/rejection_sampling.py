@@ -24,6 +24,7 @@ from axolotl_ipo.selection import PairPolicy
 from axolotl_ipo.sft import InvalidRow, PromptExample, extract_examples, fingerprint_examples
 from axolotl_ipo.sources import SFTSource, load_rows, split_sources
 from axolotl_ipo.store import PairStore
+from axolotl_ipo.upstream.axolotl import load_tokenizer
 
 LOG = logging.getLogger("axolotl_ipo")
 PAIRS_FORMAT_VERSION = 2  # 2: answer checks, k samples, chosen_source
@@ -143,8 +144,6 @@ def build_pairs_for_config(
     """Sample pairs for the config's SFT datasets (None if it has none). Cached and resumable:
     a second call with the same data, generator, settings and template samples nothing.
     Raises :class:`NoPairsError` when no pair is left."""
-    from axolotl.loaders import load_tokenizer
-
     sources, _ = sft_sources(cfg)
     if not sources:
         return None

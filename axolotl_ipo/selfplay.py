@@ -27,14 +27,13 @@ import yaml
 
 from axolotl_ipo.evaluation.curves import read_curves
 from axolotl_ipo.store import atomic_write
+from axolotl_ipo.upstream.axolotl import MERGE_MODULE, TRAIN_MODULE
 
 __all__ = ["SelfplayError", "SelfplayRun", "format_rounds", "run_selfplay"]
 
 ROUND_RECORD = "round.json"  # written last: the round is finished
 TRAINED = "TRAINED"  # training exited 0; a rerun goes on with the merge
 SUMMARY = "selfplay.json"
-TRAIN_MODULE = "axolotl.cli.train"
-MERGE_MODULE = "axolotl.cli.merge_lora"
 ADAPTERS = ("lora", "qlora")
 
 

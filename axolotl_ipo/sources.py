@@ -13,6 +13,7 @@ from typing import Any
 from axolotl_ipo.errors import UserError
 from axolotl_ipo.preflight import dataset_problem
 from axolotl_ipo.sft import ALLOWED_KEYS, FORMATS
+from axolotl_ipo.upstream.axolotl import load_dataset_entry
 
 CUSTOM_INSTRUCT_KEYS = ("field_instruction", "field_input", "field_output", "field_system")
 # Axolotl's SFT types without a prompt/answer split: nothing to sample a rejected answer for, and
@@ -74,13 +75,11 @@ def split_sources(entries: list[dict[str, Any]]) -> tuple[list[SFTSource], list[
 def load_rows(source: SFTSource, use_auth_token: bool = False):
     """The entry's rows as a `datasets.Dataset`, through Axolotl's own loader (local files,
     hub, cloud, URLs, data_files), so every `path:` form Axolotl accepts works here too."""
-    from axolotl.utils.data.shared import load_dataset_with_config
-    from axolotl.utils.dict import DictDefault
     from datasets import DatasetDict
 
     entry = {key: value for key, value in source.entry.items() if key != "type"}
     try:
-        dataset = load_dataset_with_config(DictDefault(entry), use_auth_token)
+        dataset = load_dataset_entry(entry, use_auth_token)
     except Exception as err:  # noqa: BLE001 - replaced by what is wrong with the file, if known
         problem = dataset_problem(source.name, source.entry.get("path"))
         if problem is None:

@@ -14,7 +14,11 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
                 chat template as the IPO arms (`type: chat_template`)
   ipo           `rl: ipo`: gold vs the base model's own samples, with the check as answer_check
   ipo_sft       the same plus `ipo_sft_weight` (TRL's sft loss on the chosen answer)
+  sft_then_ipo  `rl: ipo` after SFT (Intel's order): the `sft` arm's adapter merged into the base
+                is the generator of the rejected answers and IPO's reference; a new adapter on it
   dpo           `rl: dpo` on exactly the pairs of `ipo`
+  selfplay_K    round K of `axolotl-ipo selfplay` on the `ipo` arm's config: round k samples
+                from and is referenced to round k-1's merged model (K = 1, 2, 3, ...)
 Each arm's training run and evaluation are kept under --work and reused by a rerun.
 """
 
@@ -33,7 +37,9 @@ import yaml
 from offline_env import OFFLINE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = ("base", "sft", "ipo", "ipo_sft", "dpo")
+ARMS = ("base", "sft", "ipo", "ipo_sft", "sft_then_ipo", "dpo")
+ROUND_KEYS = ("pairs", "samples_judged_right", "prompts_already_solved", "loss_first", "loss_last")
+SELFPLAY = "selfplay_"  # selfplay_1, selfplay_2, ...: rounds of one `axolotl-ipo selfplay` run
 PAIRS_TYPE = "axolotl_ipo.sampled_pairs"
 LORA_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
 
@@ -119,6 +125,9 @@ def arm_config(name: str, study: Study) -> dict:
         cfg.update(ipo_keys(study))
         if name == "ipo_sft":
             cfg["ipo_sft_weight"] = study.sft_weight
+    elif name == "sft_then_ipo":
+        cfg.update(ipo_keys(study))
+        cfg["base_model"] = str(merged_sft(study))
     elif name == "dpo":
         cfg.update({"rl": "dpo", "rl_beta": study.tau,
                     "datasets": [{"path": str(pairs_file(study.work / "ipo")), "type": PAIRS_TYPE,
@@ -126,6 +135,18 @@ def arm_config(name: str, study: Study) -> dict:
     else:
         raise ValueError(f"unknown arm {name!r}; choose from {', '.join(ARMS)}")
     return cfg
+
+
+def merged_sft(study: Study) -> Path:
+    """The `sft` arm's adapter merged into the base by Axolotl's own `merge_lora` (made once)."""
+    merged = study.work / "sft" / "model" / "merged"
+    if not (merged / "config.json").is_file():
+        if not (study.work / "sft" / "trained.json").is_file():
+            raise SystemExit("sft_then_ipo needs the sft arm: list it before sft_then_ipo")
+        run_logged([sys.executable, "-m", "axolotl.cli.merge_lora",
+                    str(study.work / "sft" / "config.yml")], study.work / "sft" / "merge.log",
+                   "merging the sft adapter")
+    return merged
 
 
 def pairs_file(run: Path) -> Path:
@@ -137,6 +158,19 @@ def pairs_file(run: Path) -> Path:
 
 # ---- training ---------------------------------------------------------------------------------
 
+def run_logged(argv: list[str], log_path: Path, what: str) -> None:
+    """Run ``argv`` offline from the repository root (the task checks importable), output to
+    ``log_path``; a failure ends the study with one line naming the log."""
+    env = {**os.environ, **OFFLINE_ENV}
+    paths = [str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH")]  # task_checks too
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        code = subprocess.call(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if code:
+        raise SystemExit(f"{what} failed (exit {code}); see {log_path}")
+
+
 def train(name: str, study: Study) -> float | None:
     """Train one arm with `python -m axolotl.cli.train` (skipped when already trained);
     returns the training seconds, or None when reused."""
@@ -147,18 +181,45 @@ def train(name: str, study: Study) -> float | None:
     cfg = arm_config(name, study)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    env = {**os.environ, **OFFLINE_ENV}
-    paths = [str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH")]  # task_checks too
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     started = time.perf_counter()
-    with (run / "train.log").open("w") as log:
-        code = subprocess.call([sys.executable, "-m", "axolotl.cli.train", str(run / "config.yml")],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if code:
-        raise SystemExit(f"arm {name}: training failed (exit {code}); see {run / 'train.log'}")
+    run_logged([sys.executable, "-m", "axolotl.cli.train", str(run / "config.yml")],
+               run / "train.log", f"arm {name}: training")
     seconds = time.perf_counter() - started
     done.write_text(json.dumps({"seconds": round(seconds, 1)}), encoding="utf-8")
     return seconds
+
+
+def selfplay(study: Study, rounds: int) -> float | None:
+    """`axolotl-ipo selfplay --rounds N` on the ipo arm's config (finished rounds are kept by
+    the command itself); returns its seconds, or None when every round was already done."""
+    run = study.work / "selfplay"
+    records = run / "selfplay.json"
+    if records.is_file():
+        if len(json.loads(records.read_text(encoding="utf-8"))["rounds"]) >= rounds:
+            return None
+    cfg = {**common_config(study, run), **ipo_keys(study), "output_dir": str(run)}  # round-K/
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    started = time.perf_counter()
+    run_logged([sys.executable, "-m", "axolotl_ipo.cli", "selfplay", str(run / "config.yml"),
+                "--rounds", str(rounds)], run / "selfplay.log", f"selfplay ({rounds} rounds)")
+    return time.perf_counter() - started
+
+
+def is_selfplay_arm(name: str) -> bool:
+    rest = name[len(SELFPLAY):]
+    return name.startswith(SELFPLAY) and rest.isdigit() and int(rest) >= 1
+
+
+def selfplay_rounds(arms: list[str]) -> int:
+    return max((int(n[len(SELFPLAY):]) for n in arms if n.startswith(SELFPLAY)), default=0)
+
+
+def round_record(study: Study, index: int) -> dict:
+    """Round ``index`` of the self-play run: its merged model and pair counts (selfplay.json)."""
+    path = study.work / "selfplay" / "selfplay.json"
+    records = json.loads(path.read_text(encoding="utf-8"))["rounds"]
+    return next(r for r in records if r["round"] == index)
 
 
 # ---- evaluation -------------------------------------------------------------------------------
@@ -213,7 +274,10 @@ def heldout_prompts(study: Study, tokenizer) -> tuple[list, list[str]]:
 def arm_model(name: str, study: Study):
     from axolotl_ipo.evaluation.models import load_base, load_trained
 
-    base = load_base(study.base_model)
+    if name.startswith(SELFPLAY):
+        return load_base(round_record(study, int(name[len(SELFPLAY):]))["model"])
+    base_model = merged_sft(study) if name == "sft_then_ipo" else study.base_model
+    base = load_base(str(base_model))
     return base if name == "base" else load_trained(base, study.work / name / "model")
 
 
@@ -321,9 +385,10 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
     p.add_argument("--plot", type=Path)
     a = p.parse_args(argv)
     arms = [n.strip() for n in a.arms.split(",") if n.strip()]
-    unknown = sorted(set(arms) - set(ARMS))
+    unknown = sorted(n for n in set(arms) - set(ARMS) if not is_selfplay_arm(n))
     if unknown:
-        p.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
+        p.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}, "
+                f"{SELFPLAY}K (K = 1, 2, ...)")
     study = Study(a.train.resolve(), a.heldout.resolve(), a.check, a.work.resolve(),
                   a.base_model, a.steps, a.tau, a.sft_weight, a.learning_rate, a.sequence_len,
                   a.sample_tokens, a.answer_tokens, a.limit)
@@ -337,13 +402,19 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(study.base_model)
     results, seconds = {}, {}
+    rounds = selfplay_rounds(arms)
     for name in arms:
-        if name != "base":
+        if name.startswith(SELFPLAY):
+            seconds.setdefault("selfplay", selfplay(study, rounds))
+        elif name != "base":
             seconds[name] = train(name, study)
         results[name] = evaluate(name, study, tokenizer)
         print(f"{name}: accuracy {sum(results[name]['scores']) / len(results[name]['scores']):.3f}",
               flush=True)
     summary = summarise(results)
+    for name in filter(is_selfplay_arm, summary):  # how much of its own data each round solves
+        record = round_record(study, int(name[len(SELFPLAY):]))
+        summary[name].update({k: record.get(k) for k in ROUND_KEYS})
     report = {"study": {k: str(v) for k, v in dataclasses.asdict(study).items()},
               "arms": summary, "train_seconds": seconds,
               "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1
-bash scripts/setup_env.sh 0.19.0 .venv
+bash scripts/setup_env.sh  # the oldest supported Axolotl release, in .venv
 bash scripts/prepare_assets.sh .venv
 config="${1:-example_configs/smollm2-ipo-cpu.yml}"
 .venv/bin/axolotl-ipo check "$config"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Create a virtual environment with CPU torch, one Axolotl release and axolotl-ipo (editable).
-#   scripts/setup_env.sh [AXOLOTL_VERSION] [VENV_DIR]     (defaults: 0.19.0 .venv)
+#   scripts/setup_env.sh [AXOLOTL_VERSION] [VENV_DIR]
+# (defaults: the oldest release in axolotl_ipo/upstream/releases.txt, .venv)
 # Axolotl 0.20+ declares Python >= 3.12; on Python 3.11 its own dependency list is installed
 # first and then its wheel with --ignore-requires-python (no 3.12-only syntax is used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version="${1:-0.19.0}"
+oldest="$(awk '!/^#/ && NF { print $1; exit }' axolotl_ipo/upstream/releases.txt)"
+version="${1:-$oldest}"
 venv="${2:-.venv}"
 python="${PYTHON:-python3}"
 quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }

@@ -1,6 +1,7 @@
 """`axolotl-ipo --version` and `axolotl-ipo check` as a user runs them."""
 
-from axolotl_ipo import __version__, compat
+from axolotl_ipo import __version__
+from axolotl_ipo.upstream import axolotl as upstream_axolotl
 
 from helpers import axolotl_ipo, base_config, run, write_config
 
@@ -30,7 +31,7 @@ def test_check_names_a_missing_plugin_where_axolotl_needs_it_listed(tiny_model_d
     del raw["plugins"]
     cfg = write_config(tmp_path, raw)
     code, log = run(axolotl_ipo("check", str(cfg)), tmp_path)
-    if compat.autoloads_entry_point_plugins():
+    if upstream_axolotl.autoloads_entry_point_plugins():
         assert code == 0 and "dpo_loss_type: ['ipo']" in log, log[-2000:]
     else:
         assert code == 1 and "add `plugins: [axolotl_ipo.IPOPlugin]`" in log

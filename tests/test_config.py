@@ -2,8 +2,8 @@
 
 import pytest
 
-from axolotl_ipo import compat
 from axolotl_ipo.config import IPOConfigError, is_active, normalise, trainer_loss_args
+from axolotl_ipo.upstream import axolotl as upstream_axolotl
 
 
 def ipo_cfg(**keys) -> dict:
@@ -65,8 +65,8 @@ def test_inactive_config_is_untouched():
 
 
 def test_native_keys_follow_the_installed_axolotl():
-    assert compat.supports_dpo_loss_type()
-    assert compat.native_ipo_keys() == {"rl": "dpo", "dpo_loss_type": ["ipo"]}
+    assert upstream_axolotl.supports_dpo_loss_type()
+    assert upstream_axolotl.native_ipo_keys() == {"rl": "dpo", "dpo_loss_type": ["ipo"]}
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import torch
 from axolotl.utils.dict import DictDefault
 from axolotl.utils.trainer import prepare_optim_env
 
-from axolotl_ipo import compat
 from axolotl_ipo.plugin import IPOPlugin
+from axolotl_ipo.upstream import axolotl as upstream_axolotl
 
 NO_DRIVER = "Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU"
 
@@ -57,16 +57,16 @@ def test_the_plugin_stays_inert_for_other_configs(cuda_build_without_driver):
 
 
 def test_a_real_cuda_error_still_surfaces(cuda_build_without_driver, monkeypatch):
-    compat.guard_cuda_p2p_check()
+    upstream_axolotl.guard_cuda_p2p_check()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(RuntimeError, match="Found no NVIDIA driver"):
         environment.check_cuda_p2p_support()
 
 
 def test_guarding_twice_wraps_once(cuda_build_without_driver):
-    compat.guard_cuda_p2p_check()
+    upstream_axolotl.guard_cuda_p2p_check()
     guarded = environment.check_cuda_p2p_support
-    compat.guard_cuda_p2p_check()
+    upstream_axolotl.guard_cuda_p2p_check()
     assert environment.check_cuda_p2p_support is guarded
 
 
@@ -88,7 +88,7 @@ def validated(raw: dict, monkeypatch) -> DictDefault:
 def test_lora_kernels_are_switched_off_for_ipo_configs_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = validated({"rl": "ipo", "lora_mlp_kernel": True}, monkeypatch)
-    keys = compat.lora_kernel_keys()
+    keys = upstream_axolotl.lora_kernel_keys()
     assert {"lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel"} <= set(keys)
     assert all(cfg[key] is False for key in keys), {key: cfg[key] for key in keys}
 

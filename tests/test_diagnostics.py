@@ -8,8 +8,8 @@ import pytest
 from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler, TrainerControl, TrainerState
 
-from axolotl_ipo import compat
 from axolotl_ipo.callbacks import IPODiagnosticsCallback
+from axolotl_ipo.upstream.transformers import add_callback_first
 
 WARNING = "rewards/chosen has been below 0 for 3 logging steps"
 
@@ -71,7 +71,7 @@ def test_integrations_see_the_ipo_metrics_when_the_callback_goes_first():
     recorder = Recorder()
     handler = CallbackHandler([recorder], None, None, None, None)
     trainer = SimpleNamespace(callback_handler=handler)
-    compat.add_callback_first(trainer, IPODiagnosticsCallback(pure_ipo=True))
+    add_callback_first(trainer, IPODiagnosticsCallback(pure_ipo=True))
     state = TrainerState(global_step=1, is_world_process_zero=True)
     handler.on_log(None, state, TrainerControl(), {"loss": 25.0, "rewards/chosen": 0.0})
     assert recorder.seen[0]["ipo/target_distance"] == pytest.approx(math.sqrt(25.0))

@@ -6,12 +6,15 @@ import re
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import tomllib
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+
+from axolotl_ipo.upstream.axolotl import supported_releases
 
 REPO = Path(__file__).parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
@@ -39,20 +42,15 @@ def base_image() -> tuple[str, str]:
     return repository, tag
 
 
-def supported_axolotl_releases() -> list[str]:
-    """The releases scripts/test.sh builds environments for and runs the suite on."""
-    return re.findall(r"setup_env\.sh (\d+\.\d+\.\d+)", (REPO / "scripts/test.sh").read_text())
-
-
 def test_base_is_axolotls_image_pinned_to_a_supported_release():
     repository, tag = base_image()
     assert repository == "axolotlai/axolotl"
     match = re.fullmatch(r"(\d+\.\d+\.\d+)(-py\d+\.\d+-cu\d+-\d+\.\d+\.\d+)?", tag)
     assert match, f"tag {tag!r} is not a release tag (<version>[-py<py>-cu<cuda>-<torch>])"
     version = match.group(1)
-    assert version in supported_axolotl_releases(), (
-        f"image Axolotl {version} is not one scripts/test.sh tests: "
-        f"{supported_axolotl_releases()}"
+    assert version == supported_releases()[-1], (
+        f"image Axolotl {version} is not the newest release in "
+        f"axolotl_ipo/upstream/releases.txt: {supported_releases()}"
     )
     axolotl_req = next(d for d in PYPROJECT["project"]["dependencies"] if d.startswith("axolotl"))
     assert Version(version) in SpecifierSet(axolotl_req.removeprefix("axolotl"))
@@ -68,6 +66,11 @@ def test_dockerfile_installs_this_package_without_its_dependencies():
     installs = re.findall(r"(?:uv pip|pip) install [^;&|]*", run)
     assert installs and all("--no-deps" in cmd and cmd.rstrip().endswith(" .") for cmd in installs)
     assert "axolotl-ipo --version" in run, "the build fails if the console script is missing"
+    check = re.search(r'python -c "([^"]*check_installed_release[^"]*)"', run)
+    assert check, "the build fails outside the supported releases"
+    out = subprocess.run([sys.executable, "-c", check.group(1)], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    assert out.strip() == version("axolotl")
 
 
 def test_official_entrypoint_kept_and_default_command_runs():

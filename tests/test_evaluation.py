@@ -21,7 +21,8 @@ from axolotl_ipo.evaluation.metrics import (
     task_scores,
     token_f1,
 )
-from axolotl_ipo.evaluation.scoring import AnswerScore, score_answers, tokenize_pair
+from axolotl_ipo.evaluation.scoring import AnswerScore, score_answers
+from axolotl_ipo.upstream.trl import tokenize_pair
 
 from helpers import axolotl, axolotl_ipo, run, sft_config, write_config, write_jsonl
 
@@ -204,10 +205,14 @@ def test_answer_chunks_split_long_from_short_answers():
 
 
 def test_tokenisation_matches_trl_dpo(tiny):
-    """The ids TRL's DPOTrainer trains on for a text pair (its own preprocessing code)."""
-    data_utils = pytest.importorskip("trl.data_utils")
-    if not hasattr(data_utils, "_tokenize"):
-        pytest.skip("this TRL tokenises DPO pairs elsewhere")
+    """The ids TRL's DPOTrainer trains on for a text pair (its own preprocessing code). Fails,
+    never skips, on a TRL that moved it: then `upstream/trl.py` needs a look."""
+    from trl import data_utils
+
+    assert hasattr(data_utils, "_tokenize"), (
+        "trl.data_utils._tokenize is gone: this TRL tokenises DPO pairs elsewhere; update "
+        "axolotl_ipo/upstream/trl.py (tokenize_pair and REQUIRED)"
+    )
     _, tokenizer = tiny
     prompt = "<|im_start|>user\nWho wrote Hamlet?<|im_end|>\n<|im_start|>assistant\n"
     for answer in ("Shakespeare.", "Shakespeare.<|im_end|>"):

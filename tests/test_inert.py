@@ -4,7 +4,7 @@ import axolotl.integrations.base as plugin_base
 import pytest
 import yaml
 
-from axolotl_ipo import compat
+from axolotl_ipo.upstream import axolotl as upstream_axolotl
 
 
 def load_validated(path, monkeypatch, with_plugin: bool) -> dict:
@@ -12,7 +12,7 @@ def load_validated(path, monkeypatch, with_plugin: bool) -> dict:
     from axolotl.integrations.base import PluginManager
 
     monkeypatch.setattr(PluginManager, "_instance", None)
-    if compat.autoloads_entry_point_plugins():
+    if upstream_axolotl.autoloads_entry_point_plugins():
         original = plugin_base.entry_points
 
         def entry_points_maybe_without_us(**kwargs):

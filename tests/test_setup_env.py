@@ -43,8 +43,9 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/cpu"
 
 
-def run_setup(tmp_path: Path, index_url: str, nvidia_smi: int | None):
-    """setup_env.sh with a fake interpreter; nvidia_smi: its exit code, None = not installed."""
+def run_setup(tmp_path: Path, index_url: str, nvidia_smi: int | None, release: str = "0.19.0"):
+    """setup_env.sh with a fake interpreter; nvidia_smi: its exit code, None = not installed;
+    release "" = the script's default."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     python = bin_dir / "python3"
@@ -62,7 +63,7 @@ def run_setup(tmp_path: Path, index_url: str, nvidia_smi: int | None):
         "HOME": os.environ.get("HOME", str(tmp_path)),
     }
     done = subprocess.run(
-        ["bash", str(REPO / "scripts" / "setup_env.sh"), "0.19.0", str(tmp_path / "venv")],
+        ["bash", str(REPO / "scripts" / "setup_env.sh"), release, str(tmp_path / "venv")],
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -70,6 +71,15 @@ def run_setup(tmp_path: Path, index_url: str, nvidia_smi: int | None):
     torch_calls = [c for c in calls if "torch==2.13.0" in c]
     assert len(torch_calls) == 1, calls
     return torch_calls[0], done.stderr
+
+
+def test_the_default_release_is_the_oldest_supported_one(tmp_path, cpu_index):
+    from axolotl_ipo.upstream.axolotl import supported_releases
+
+    run_setup(tmp_path, cpu_index, nvidia_smi=9, release="")
+    calls = (tmp_path / "calls.log").read_text()
+    assert f"axolotl=={supported_releases()[0]}" in calls, calls
+    assert not [r for r in supported_releases()[1:] if f"axolotl=={r}" in calls], calls
 
 
 def test_no_gpu_installs_torch_from_the_cpu_index(tmp_path, cpu_index):

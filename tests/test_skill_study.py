@@ -53,6 +53,34 @@ def test_arms_differ_only_in_their_loss_and_data(tmp_path):
         skill_study.arm_config("rlhf", study)
 
 
+def test_sft_then_ipo_starts_from_the_merged_sft_model(tmp_path):
+    study = make_study(tmp_path)
+    merged = study.work / "sft" / "model" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")  # an existing merge is reused, not redone
+    cfg = skill_study.arm_config("sft_then_ipo", study)
+    ipo = skill_study.arm_config("ipo", study)
+    assert cfg["base_model"] == str(merged) and ipo["base_model"] == "m"
+    assert cfg["output_dir"] == str(study.work / "sft_then_ipo" / "model")
+    assert {k: v for k, v in cfg.items() if k not in ("base_model", "output_dir",
+            "dataset_prepared_path")} == {k: v for k, v in ipo.items() if k not in
+                                          ("base_model", "output_dir", "dataset_prepared_path")}
+
+
+def test_sft_then_ipo_needs_the_sft_arm(tmp_path):
+    with pytest.raises(SystemExit, match="needs the sft arm"):
+        skill_study.arm_config("sft_then_ipo", make_study(tmp_path))
+
+
+def test_selfplay_arms_are_parsed_as_rounds(tmp_path):
+    base = ["--train", "t", "--heldout", "h", "--check", "rouge", "--json", "o"]
+    _, arms, _ = skill_study.parse_args([*base, "--arms", "base,selfplay_1,selfplay_3"])
+    assert skill_study.selfplay_rounds(arms) == 3 and skill_study.selfplay_rounds(["ipo"]) == 0
+    for bad in ("selfplay_0", "selfplay_x", "selfplay_"):
+        with pytest.raises(SystemExit):
+            skill_study.parse_args([*base, "--arms", f"base,{bad}"])
+
+
 def test_summary_has_paired_intervals():
     results = {"base": {"scores": [0.0, 0.0, 1.0, 0.0], "gold_nll": 3.0, "words": 9.0},
                "sft": {"scores": [1.0, 0.0, 1.0, 0.0], "gold_nll": 2.0, "words": 2.0},
@@ -90,3 +118,28 @@ def test_arms_train_through_axolotl_and_are_scored(tiny_model_dir, tmp_path):
     # a rerun reuses every trained arm and its evaluation
     assert skill_study.main(argv) == 0
     assert set(json.loads(out.read_text())["train_seconds"].values()) == {None}
+
+
+@pytest.mark.e2e
+def test_sft_then_ipo_and_selfplay_rounds(tiny_model_dir, tmp_path):
+    """Intel's order (IPO on the merged SFT model) and two self-play rounds, each scored."""
+    out = tmp_path / "study.json"
+    study = make_study(tmp_path, str(tiny_model_dir))
+    argv = ["--train", str(study.train), "--heldout", str(study.heldout), "--check", "normalized",
+            "--arms", "base,sft,sft_then_ipo,selfplay_1,selfplay_2", "--steps", "2",
+            "--sequence-len", "128", "--sample-tokens", "8", "--answer-tokens", "8",
+            "--base-model", str(tiny_model_dir), "--work", str(study.work), "--json", str(out)]
+    assert skill_study.main(argv) == 0
+    arms = json.loads(out.read_text())["arms"]
+    assert list(arms) == ["base", "sft", "sft_then_ipo", "selfplay_1", "selfplay_2"]
+    merged = study.work / "sft" / "model" / "merged"
+    cfg = (study.work / "sft_then_ipo" / "config.yml").read_text()
+    assert f"base_model: {merged}" in cfg and "rl: ipo" in cfg
+    sampled = list((study.work / "sft_then_ipo" / "prepared").glob("ipo_pairs/*/pairs.jsonl"))
+    assert json.loads(sampled[0].read_text().splitlines()[0])["generator"].endswith(str(merged))
+    rounds = json.loads((study.work / "selfplay" / "selfplay.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert rounds[1]["generator"] == rounds[0]["model"]  # round 2 samples from round 1's model
+    for name in ("selfplay_1", "selfplay_2"):
+        assert arms[name]["n"] == 3 and arms[name]["pairs"] > 0 and "ci_vs_sft" in arms[name]
+    assert arms["selfplay_2"]["gold_nll"] != arms["selfplay_1"]["gold_nll"]

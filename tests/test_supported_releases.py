@@ -1,20 +1,79 @@
-"""pyproject's Axolotl range admits exactly the releases the tests run on, and no newer minor."""
+"""One list of supported Axolotl releases, axolotl_ipo/upstream/releases.txt, that pyproject's
+range, the package, scripts/test.sh, scripts/setup_env.sh and scripts/demo.sh agree on
+(docker/Dockerfile: tests/test_docker.py)."""
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import tomllib
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from axolotl_ipo.upstream.axolotl import supported_releases
+
 REPO = Path(__file__).parents[1]
+RELEASES_FILE = "axolotl_ipo/upstream/releases.txt"
 
 
-def test_pyproject_range_covers_the_tested_releases_and_stops_after_them():
+def listed() -> list[tuple[str, str]]:
+    """(release, venv) per line of the file, oldest first."""
+    lines = (REPO / RELEASES_FILE).read_text(encoding="utf-8").splitlines()
+    return [tuple(line.split()) for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_the_file_lists_releases_oldest_first_and_the_package_reads_it():
+    releases = [release for release, _ in listed()]
+    assert len(releases) >= 2 and all(re.fullmatch(r"\d+\.\d+\.\d+", r) for r in releases)
+    assert releases == sorted(releases, key=Version)
+    assert supported_releases() == tuple(releases)
+    assert listed()[0][1] == ".venv", "scripts/test.sh runs ruff and prepare_assets from .venv"
+
+
+def test_pyproject_range_covers_the_listed_releases_and_stops_after_them():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     requirement = next(d for d in pyproject["project"]["dependencies"] if d.startswith("axolotl"))
     allowed = SpecifierSet(requirement.removeprefix("axolotl"))
-    tested = re.findall(r"setup_env\.sh (\d+\.\d+\.\d+)", (REPO / "scripts/test.sh").read_text())
-    assert tested and all(Version(v) in allowed for v in tested), (requirement, tested)
-    newest = max(Version(v) for v in tested)
+    releases = [Version(release) for release, _ in listed()]
+    assert all(release in allowed for release in releases), (requirement, releases)
+    oldest, newest = releases[0], releases[-1]
     assert Version(f"{newest.major}.{newest.minor + 1}.0") not in allowed, requirement
+    assert Version(f"{oldest.major}.{oldest.minor}.0") in allowed, requirement
+    if oldest.minor:
+        assert Version(f"{oldest.major}.{oldest.minor - 1}.99") not in allowed, requirement
+
+
+def test_scripts_read_the_file_and_name_no_release_themselves():
+    for script in ("scripts/test.sh", "scripts/setup_env.sh", "scripts/demo.sh"):
+        text = (REPO / script).read_text(encoding="utf-8")
+        named = [release for release, _ in listed() if release in text]
+        assert not named, f"{script} names {named}; read {RELEASES_FILE} instead"
+    for script in ("scripts/test.sh", "scripts/setup_env.sh"):
+        assert RELEASES_FILE in (REPO / script).read_text(encoding="utf-8"), script
+
+
+def test_test_sh_builds_and_tests_every_listed_release_in_its_venv(tmp_path):
+    """scripts/test.sh run for real in a copy of the repository whose setup, assets, ruff and
+    interpreters are stand-ins that record their calls."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "axolotl_ipo/upstream").mkdir(parents=True)
+    (tmp_path / RELEASES_FILE).write_text((REPO / RELEASES_FILE).read_text())
+    (tmp_path / "scripts/test.sh").write_text((REPO / "scripts/test.sh").read_text())
+    log = tmp_path / "calls.log"
+    recorder = f'#!/bin/bash\necho "$0 $*" >> {log}\n'
+    for script in ("setup_env.sh", "prepare_assets.sh"):
+        (tmp_path / "scripts" / script).write_text(recorder)
+    for _, venv in listed():
+        (tmp_path / venv / "bin").mkdir(parents=True, exist_ok=True)
+        for tool in ("python", "ruff"):
+            (tmp_path / venv / "bin" / tool).write_text(recorder)
+            (tmp_path / venv / "bin" / tool).chmod(0o755)
+    done = subprocess.run(["bash", str(tmp_path / "scripts/test.sh"), "-k", "x"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = log.read_text().splitlines()
+    setups = [c.split()[1:] for c in calls if c.split()[0].endswith("setup_env.sh")]
+    assert setups == [list(pair) for pair in listed()]
+    runs = [c.split()[0] for c in calls if "-m pytest" in c]
+    assert runs == [f"{venv}/bin/python" for _, venv in listed()]

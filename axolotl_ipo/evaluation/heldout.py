@@ -18,6 +18,7 @@ from axolotl_ipo.rejection_sampling import (
     sft_sources,
 )
 from axolotl_ipo.selection import strip_end
+from axolotl_ipo.upstream.axolotl import config_dict
 
 __all__ = ["HeldOut", "heldout_config", "load_heldout"]
 
@@ -34,10 +35,8 @@ class HeldOut:
 
 def heldout_config(cfg: Any, entry: dict[str, Any]) -> Any:
     """A shallow copy of the training config whose only dataset is the held-out entry."""
-    from axolotl.utils.dict import DictDefault
-
-    copy = DictDefault(dict(cfg))
-    copy["datasets"] = [DictDefault(entry)]
+    copy = config_dict(dict(cfg))
+    copy["datasets"] = [config_dict(entry)]
     copy["ipo_sft_datasets"] = [dict(entry)]
     return copy
 

@@ -331,7 +331,7 @@ def evaluate_config(
     settings: EvalSettings,
 ) -> dict[str, Any]:
     """The whole evaluation of a config: held-out pairs, both models, curves, JSON."""
-    from axolotl.loaders import load_tokenizer
+    from axolotl_ipo.upstream.axolotl import load_tokenizer
 
     from .curves import read_curves
 

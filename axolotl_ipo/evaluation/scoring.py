@@ -1,6 +1,6 @@
 """Log-probabilities of answers given prompts, token by token, batched.
 
-Tokenisation follows TRL's DPOTrainer (see :func:`tokenize_pair`), so the numbers are the ones
+Tokenisation follows TRL's DPOTrainer (`upstream.trl.tokenize_pair`), so the numbers are the ones
 IPO trains on. The forward passes are cut so that no token is run twice:
 
 1. the prefix every prompt shares (e.g. the chat template's system turn) runs once per call;
@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from axolotl_ipo.compat import select_cache_rows
+from axolotl_ipo.upstream.transformers import select_cache_rows
+from axolotl_ipo.upstream.trl import tokenize_pair
 
-__all__ = ["AnswerScore", "encode_answers", "score_answers", "score_encoded", "tokenize_pair"]
+__all__ = ["AnswerScore", "encode_answers", "score_answers", "score_encoded"]
 
 Encoded = tuple[tuple[int, ...], tuple[int, ...]]  # (prompt ids, answer ids)
 
@@ -37,18 +38,6 @@ class AnswerScore:
     def mean(self) -> float:
         """Token-averaged log-probability (what TRL's IPO loss uses)."""
         return self.logp_sum / max(self.n_tokens, 1)
-
-
-def tokenize_pair(tokenizer: Any, prompt: str, answer: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids) as TRL's DPOTrainer builds them for text pairs: EOS appended to
-    the answer text unless it already ends with it, then ``tok(prompt)`` and
-    ``tok(prompt + answer)[len(prompt ids):]``."""
-    eos = tokenizer.eos_token
-    if eos and not answer.endswith(eos):
-        answer = answer + eos
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    full_ids = tokenizer(prompt + answer)["input_ids"]
-    return prompt_ids, full_ids[len(prompt_ids) :]
 
 
 def encode_answers(

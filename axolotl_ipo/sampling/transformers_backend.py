@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
-from collections.abc import Iterator
 from typing import Any
 
+from ..upstream.transformers import whole_model_loading
 from .base import Completion, SamplingSettings, stop_token_ids
 
 __all__ = ["TransformersGenerator"]
@@ -37,31 +36,6 @@ def _resolve_dtype(dtype: Any, device: str) -> Any:
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
-
-
-@contextlib.contextmanager
-def whole_model_loading() -> Iterator[None]:
-    """Load a complete, unpartitioned copy even inside a DeepSpeed ZeRO-3 or FSDP launch.
-
-    Axolotl registers its DeepSpeed config with transformers when it loads the config, before
-    `load_datasets`; with ZeRO-3 registered, `from_pretrained` would partition the sampler's copy
-    across ranks (`zero.Init`), and under FSDP with `cpu_ram_efficient_loading` ranks other than
-    0 would get empty weights. Ranks sample different batches, so each needs a whole copy. The
-    training model's loading (after sampling) sees the settings unchanged.
-    """
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
-    registered = ref() if ref is not None else None
-    fsdp_low_ram = os.environ.pop("FSDP_CPU_RAM_EFFICIENT_LOADING", None)
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        if registered is not None:
-            hf_deepspeed.set_hf_deepspeed_config(registered)
-        if fsdp_low_ram is not None:
-            os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = fsdp_low_ram
 
 
 class TransformersGenerator:

@@ -3,6 +3,11 @@
 Importing this module never fails; constructing :class:`VLLMGenerator` without vLLM
 or without a CUDA GPU raises a ``RuntimeError`` that names the config key and what to do.
 Under a multi-process launch each rank's engine runs on that rank's GPU (``LOCAL_RANK``).
+
+This module is also the vLLM adapter (`axolotl_ipo/upstream/`): every touch of vLLM is here,
+``vllm.LLM`` and its ``generate``, ``SamplingParams``, the request outputs' ``text``,
+``token_ids`` and ``finish_reason``, the engine's ``llm_engine.engine_core.shutdown`` (looked up
+softly: freeing memory never fails a run) and the ``VLLM_ENABLE_V1_MULTIPROCESSING`` variable.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from typing import Any
 from .base import Completion, SamplingSettings, derive_seed, stop_token_ids
 
 __all__ = ["VLLMGenerator", "vllm_available"]
+
+# The vLLM names used here ("module:attribute"); tests/test_upstream.py resolves each where vLLM
+# is installed (an optional extra: the CPU test environments have none).
+REQUIRED = ("vllm:LLM", "vllm:LLM.generate", "vllm:SamplingParams")
 
 
 def vllm_available() -> bool:

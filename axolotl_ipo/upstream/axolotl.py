@@ -1,0 +1,231 @@
+"""The Axolotl adapter: which releases we support, what each one supports, and every Axolotl
+function, class and module the package uses apart from the plugin base class."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Mapping, MutableMapping, Sequence
+from functools import lru_cache
+from importlib.metadata import version
+from importlib.resources import files
+from typing import Any
+
+from axolotl_ipo.upstream.trl import ipo_losses
+
+LOG = logging.getLogger("axolotl_ipo")
+
+# Every Axolotl name this module touches or copies ("module:attribute", or a module alone);
+# tests/test_upstream.py resolves each on the installed release. Pydantic fields count as
+# attributes. The feature probes below (`dpo_loss_type`, `RLType.IPO`, the entry-point group)
+# are not here: a release may lack one, and the probe answers for it.
+REQUIRED = (
+    "axolotl.cli.config:load_cfg",
+    "axolotl.loaders:load_tokenizer",
+    "axolotl.common.datasets:load_preference_datasets",
+    "axolotl.utils.data.shared:load_dataset_with_config",
+    "axolotl.utils.dict:DictDefault",
+    "axolotl.utils.data.rl:_drop_long_sequences",  # what count_too_long copies
+    "axolotl.utils.environment:check_cuda_p2p_support",  # guard_cuda_p2p_check
+    "axolotl.utils.schemas.config:AxolotlInputConfig",
+    "axolotl.utils.schemas.config:AxolotlInputConfig.dpo_loss_weights",  # native_ipo_keys
+    "axolotl.utils.schemas.enums:RLType",
+    "axolotl.integrations.base:BasePlugin",  # plugin.py's base class
+    "axolotl.cli.train",  # TRAIN_MODULE
+    "axolotl.cli.merge_lora",  # MERGE_MODULE
+)
+
+TRAIN_MODULE = "axolotl.cli.train"  # `python -m` these: self-play's training and LoRA merge
+MERGE_MODULE = "axolotl.cli.merge_lora"
+
+
+@lru_cache(maxsize=1)
+def supported_releases() -> tuple[str, ...]:
+    """The Axolotl releases we support and test, oldest first (`upstream/releases.txt`)."""
+    text = files("axolotl_ipo.upstream").joinpath("releases.txt").read_text(encoding="utf-8")
+    lines = (line.split() for line in text.splitlines() if not line.startswith("#"))
+    return tuple(fields[0] for fields in lines if fields)
+
+
+def _minor(release: str) -> tuple[int, int]:
+    major, minor = re.match(r"(\d+)\.(\d+)", release).groups()
+    return int(major), int(minor)
+
+
+def supported_range() -> str:
+    """The supported minors in words, e.g. "between 0.19 and 0.21"."""
+    oldest, newest = supported_releases()[0], supported_releases()[-1]
+    return "between {}.{} and {}.{}".format(*_minor(oldest), *_minor(newest))
+
+
+def check_installed_release() -> str:
+    """The installed Axolotl's version; RuntimeError outside the supported minors (the
+    Dockerfile's build check)."""
+    installed = axolotl_version()
+    releases = supported_releases()
+    if not _minor(releases[0]) <= _minor(installed) <= _minor(releases[-1]):
+        raise RuntimeError(
+            f"axolotl {installed} is installed; axolotl-ipo supports axolotl releases "
+            f"{supported_range()} (axolotl_ipo/upstream/releases.txt)"
+        )
+    return installed
+
+
+@lru_cache(maxsize=1)
+def axolotl_version() -> str:
+    return version("axolotl")
+
+
+@lru_cache(maxsize=1)
+def supports_dpo_loss_type() -> bool:
+    """`rl: dpo` + `dpo_loss_type: [ipo]`: Axolotl's announced replacement for `rl: ipo`."""
+    from axolotl.utils.schemas.config import AxolotlInputConfig
+
+    return "dpo_loss_type" in AxolotlInputConfig.model_fields
+
+
+@lru_cache(maxsize=1)
+def supports_native_rl_ipo() -> bool:
+    from axolotl.utils.schemas.enums import RLType
+
+    return "ipo" in {member.value for member in RLType}
+
+
+def native_ipo_keys(sft_weight: float | None = None) -> dict:
+    """The config keys that make the installed Axolotl train with TRL's IPO loss (plus TRL's
+    `sft` loss on the chosen answer, weighted by ``sft_weight``, when it is > 0)."""
+    if supports_dpo_loss_type():
+        losses = ipo_losses(sft_weight)
+        keys = {"rl": "dpo", "dpo_loss_type": losses["loss_type"]}
+        if "loss_weights" in losses:
+            keys["dpo_loss_weights"] = losses["loss_weights"]
+        return keys
+    if supports_native_rl_ipo() and not sft_weight:
+        return {"rl": "ipo"}
+    raise RuntimeError(
+        f"axolotl {axolotl_version()} supports neither `dpo_loss_type` nor `rl: ipo` (or, with "
+        "ipo_sft_weight, no `dpo_loss_weights`); install an axolotl release "
+        f"{supported_range()}, or report this at axolotl-ipo."
+    )
+
+
+@lru_cache(maxsize=1)
+def autoloads_entry_point_plugins() -> bool:
+    """Axolotl >= 0.21 registers every installed `axolotl.plugins` entry point itself."""
+    import axolotl.integrations.base as base
+
+    return hasattr(base, "PLUGIN_ENTRY_POINT_GROUP")
+
+
+def load_cfg(path: str) -> Any:
+    """A config file loaded and validated as `axolotl train` does (listed plugins registered);
+    raises pydantic's ValidationError for an invalid config."""
+    from axolotl.cli.config import load_cfg as load
+
+    return load(path)
+
+
+def load_tokenizer(cfg: Any) -> Any:
+    """The tokenizer training uses, as Axolotl loads it (its chat_template setting included)."""
+    from axolotl.loaders import load_tokenizer as load
+
+    return load(cfg)
+
+
+def config_dict(mapping: Mapping[str, Any]) -> Any:
+    """``mapping`` as Axolotl's config type (`DictDefault`: a missing key answers None)."""
+    from axolotl.utils.dict import DictDefault
+
+    return DictDefault(mapping)
+
+
+def load_preference_datasets(cfg: Any) -> Any:
+    """Axolotl's RL data pipeline over ``cfg.datasets`` (a TrainDatasetMeta)."""
+    from axolotl.common.datasets import load_preference_datasets as load
+
+    return load(cfg=cfg)
+
+
+def load_dataset_entry(entry: Mapping[str, Any], use_auth_token: bool = False) -> Any:
+    """A `datasets:` entry's rows through Axolotl's own loader (local files, hub, cloud, URLs,
+    data_files): a Dataset or a DatasetDict."""
+    from axolotl.utils.data.shared import load_dataset_with_config
+
+    return load_dataset_with_config(config_dict(entry), use_auth_token)
+
+
+def count_too_long(rows: Sequence[Mapping[str, Any]], tokenizer: Any, sequence_len: Any) -> int:
+    """How many pair rows Axolotl's RL loader finds longer than ``sequence_len`` (0 without a
+    limit): it keeps a pair only if prompt + chosen and prompt + rejected each fit, counting
+    tokens without special tokens (`axolotl.utils.data.rl._drop_long_sequences`, the same in
+    0.19 and 0.21; tests compare the two), and drops (the default `excess_length_strategy`) or
+    truncates the rest."""
+    if not sequence_len or not rows:
+        return 0
+
+    def lengths(key: str) -> list[int]:
+        texts = [str(row[key]) for row in rows]
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    prompt, chosen, rejected = lengths("prompt"), lengths("chosen"), lengths("rejected")
+    limit = int(sequence_len)
+    return sum(
+        p + max(c, r) > limit for p, c, r in zip(prompt, chosen, rejected, strict=True)
+    )
+
+
+def guard_cuda_p2p_check() -> None:
+    """Let Axolotl's NCCL peer-to-peer probe answer "no GPU pairs" on CPU-only ranks.
+
+    `axolotl.utils.environment.check_cuda_p2p_support` (called by `prepare_optim_env` for
+    every multi-rank run) calls `torch.cuda.can_device_access_peer` and catches only the
+    AssertionError of a CPU build of torch; a CUDA build without an NVIDIA driver raises
+    RuntimeError ("Found no NVIDIA driver") and every CPU rank crashes. Without CUDA there is
+    no pair of GPUs, so the answer is True (Axolotl's newer probe says the same for < 2 GPUs).
+    """
+    import axolotl.utils.environment as environment
+
+    probe = getattr(environment, "check_cuda_p2p_support", None)
+    if probe is None or getattr(probe, "axolotl_ipo_guarded", False):
+        return
+
+    @functools.wraps(probe)
+    def guarded() -> bool:
+        try:
+            return probe()
+        except RuntimeError as err:
+            import torch
+
+            if torch.cuda.is_available():
+                raise
+            LOG.debug("no CUDA device, so no GPU peer-to-peer to probe (%s)", err)
+            return True
+
+    guarded.axolotl_ipo_guarded = True
+    environment.check_cuda_p2p_support = guarded
+
+
+@lru_cache(maxsize=1)
+def lora_kernel_keys() -> tuple[str, ...]:
+    """Axolotl's `lora_*_kernel` switches (fused Triton LoRA kernels: CUDA only)."""
+    from axolotl.utils.schemas.config import AxolotlInputConfig
+
+    fields = AxolotlInputConfig.model_fields
+    return tuple(sorted(k for k in fields if k.startswith("lora_") and k.endswith("_kernel")))
+
+
+def disable_lora_kernels_without_cuda(cfg: MutableMapping) -> None:
+    """Without CUDA, switch Axolotl's Triton LoRA kernels off before it validates the config.
+
+    Axolotl auto-enables them for LoRA SFT configs (0.19-0.21 skip RL configs, which is what an
+    IPO config becomes) and uses them wherever a config sets them; on a CUDA build of torch
+    without a GPU they crash the first forward ("Found no NVIDIA driver")."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    for key in lora_kernel_keys():
+        if cfg.get(key):
+            LOG.warning("%s: true needs a CUDA GPU; turned off (no CUDA device here)", key)
+        cfg[key] = False
