@@ -325,3 +325,13 @@ def test_transformers_sampler_loads_a_whole_copy_under_zero3(model_dir, gen):
     settings = SamplingSettings(max_new_tokens=4, temperature=0)
     assert copy.generate(prompts(gen), settings, 0) == gen.generate(prompts(gen), settings, 0)
     copy.close()
+
+
+def test_sampling_defaults_come_from_the_config_keys():
+    """One source for every default: SamplingSettings() is `rejection_sampling: {}`."""
+    from axolotl_ipo.args import RejectionSamplingArgs
+
+    declared = RejectionSamplingArgs()
+    settings = SamplingSettings()
+    for key in ("max_new_tokens", "temperature", "top_p", "seed", "batch_size"):
+        assert getattr(settings, key) == getattr(declared, key), key

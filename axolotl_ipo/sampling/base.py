@@ -7,7 +7,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from axolotl_ipo.args import RejectionSamplingArgs
+
 __all__ = ["Completion", "Generator", "SamplingSettings", "derive_seed"]
+
+
+def _default(key: str) -> Any:
+    """The default of `rejection_sampling.<key>`, declared once in :mod:`axolotl_ipo.args`."""
+    return RejectionSamplingArgs.model_fields[key].default
 
 
 @dataclass(frozen=True)
@@ -19,11 +26,11 @@ class SamplingSettings:
     that end a completion besides the tokenizer's/model's EOS (e.g. ``<|im_end|>`` when
     the generator's EOS is ``<|endoftext|>``)."""
 
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 1.0
-    seed: int = 42
-    batch_size: int = 16
+    max_new_tokens: int = _default("max_new_tokens")
+    temperature: float = _default("temperature")
+    top_p: float = _default("top_p")
+    seed: int = _default("seed")
+    batch_size: int = _default("batch_size")
     stop_tokens: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
