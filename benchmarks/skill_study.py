@@ -206,13 +206,14 @@ def selfplay(study: Study, rounds: int) -> float | None:
     return time.perf_counter() - started
 
 
-def is_selfplay_arm(name: str) -> bool:
-    rest = name[len(SELFPLAY):]
-    return name.startswith(SELFPLAY) and rest.isdigit() and int(rest) >= 1
+def selfplay_round(name: str) -> int | None:
+    """K of an arm named ``selfplay_K`` (K >= 1), else None."""
+    rest = name.removeprefix(SELFPLAY)
+    return int(rest) if name.startswith(SELFPLAY) and rest.isdigit() and int(rest) >= 1 else None
 
 
 def selfplay_rounds(arms: list[str]) -> int:
-    return max((int(n[len(SELFPLAY):]) for n in arms if n.startswith(SELFPLAY)), default=0)
+    return max((selfplay_round(n) or 0 for n in arms), default=0)
 
 
 def round_record(study: Study, index: int) -> dict:
@@ -274,8 +275,8 @@ def heldout_prompts(study: Study, tokenizer) -> tuple[list, list[str]]:
 def arm_model(name: str, study: Study):
     from axolotl_ipo.evaluation.models import load_base, load_trained
 
-    if name.startswith(SELFPLAY):
-        return load_base(round_record(study, int(name[len(SELFPLAY):]))["model"])
+    if selfplay_round(name):
+        return load_base(round_record(study, selfplay_round(name))["model"])
     base_model = merged_sft(study) if name == "sft_then_ipo" else study.base_model
     base = load_base(str(base_model))
     return base if name == "base" else load_trained(base, study.work / name / "model")
@@ -385,7 +386,7 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
     p.add_argument("--plot", type=Path)
     a = p.parse_args(argv)
     arms = [n.strip() for n in a.arms.split(",") if n.strip()]
-    unknown = sorted(n for n in set(arms) - set(ARMS) if not is_selfplay_arm(n))
+    unknown = sorted(n for n in set(arms) - set(ARMS) if selfplay_round(n) is None)
     if unknown:
         p.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}, "
                 f"{SELFPLAY}K (K = 1, 2, ...)")
@@ -404,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     results, seconds = {}, {}
     rounds = selfplay_rounds(arms)
     for name in arms:
-        if name.startswith(SELFPLAY):
+        if selfplay_round(name):
             seconds.setdefault("selfplay", selfplay(study, rounds))
         elif name != "base":
             seconds[name] = train(name, study)
@@ -412,8 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: accuracy {sum(results[name]['scores']) / len(results[name]['scores']):.3f}",
               flush=True)
     summary = summarise(results)
-    for name in filter(is_selfplay_arm, summary):  # how much of its own data each round solves
-        record = round_record(study, int(name[len(SELFPLAY):]))
+    for name in filter(selfplay_round, summary):  # how much of its own data each round solves
+        record = round_record(study, selfplay_round(name))
         summary[name].update({k: record.get(k) for k in ROUND_KEYS})
     report = {"study": {k: str(v) for k, v in dataclasses.asdict(study).items()},
               "arms": summary, "train_seconds": seconds,
