@@ -112,14 +112,18 @@ class RejectionSamplingArgs(BaseModel):
         return self
 
 
+DEFAULT_TAU = 0.1  # TRL's default beta; used when neither ipo_tau nor rl_beta is set
+
+
 class IPOArgs(BaseModel):
     """Top-level keys (Axolotl drops unknown per-dataset keys in RL mode)."""
 
     ipo_tau: float | None = Field(
         default=None,
+        gt=0.0,
         description="IPO's regularisation tau (Azar et al. 2023, Eq. 17): the loss pulls the "
         "token-averaged log-ratio margin towards 1/(2*tau). It is TRL's `beta`; setting it "
-        "sets `rl_beta`. Default: `rl_beta` if given, else 0.1.",
+        f"sets `rl_beta`. Default: `rl_beta` if given, else {DEFAULT_TAU}.",
     )
     # None, not 0.0: Axolotl writes plugin defaults into every validated config (inertness)
     ipo_sft_weight: float | None = Field(
@@ -138,3 +142,20 @@ class IPOArgs(BaseModel):
         description="Internal: the user's `datasets` entries as written, saved by the plugin "
         "before Axolotl coerces them to preference entries (which drops SFT-only keys).",
     )
+
+    @field_validator("ipo_tau", mode="before")
+    @classmethod
+    def _positive_tau(cls, tau: Any) -> Any:
+        """Our own one-line messages, ahead of pydantic's coercion and its `gt` check."""
+        if tau is None:
+            return tau
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)):
+            raise ValueError(
+                f"ipo_tau must be a number, got {tau!r}: write for example `ipo_tau: {DEFAULT_TAU}`."
+            )
+        if tau <= 0:
+            raise ValueError(
+                f"ipo_tau must be > 0, got {tau}. IPO pulls the log-ratio margin towards "
+                f"1/(2*tau); write a positive value such as `ipo_tau: {DEFAULT_TAU}`."
+            )
+        return tau

@@ -11,12 +11,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from axolotl_ipo.args import IPOArgs
+from axolotl_ipo.args import DEFAULT_TAU, IPOArgs
 from axolotl_ipo.errors import UserError
 from axolotl_ipo.upstream.axolotl import axolotl_version, native_ipo_keys
 from axolotl_ipo.upstream.trl import ipo_losses
 
-DEFAULT_TAU = 0.1
 PLUGIN_KEYS = ("ipo_tau", "ipo_sft_weight", "rejection_sampling")
 
 
@@ -43,7 +42,7 @@ def _format_validation_error(err: ValidationError) -> str:
     for item in err.errors():
         key = ".".join(str(part) for part in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "value_error" and message.startswith("rejection_sampling."):
+        if item["type"] == "value_error" and message.startswith(("rejection_sampling.", "ipo_")):
             lines.append(message)  # our own validators already name the key and the fix
         else:
             lines.append(f"{key}: {message} (got {item.get('input')!r})")
@@ -54,11 +53,6 @@ def _format_validation_error(err: ValidationError) -> str:
 
 def _parse_plugin_keys(cfg: MutableMapping) -> IPOArgs:
     raw = {key: cfg.get(key) for key in PLUGIN_KEYS if cfg.get(key) is not None}
-    tau = raw.get("ipo_tau")
-    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float))):
-        raise IPOConfigError(
-            f"ipo_tau must be a number, got {tau!r}: write for example `ipo_tau: 0.1`."
-        )
     try:
         return IPOArgs(**raw)
     except ValidationError as err:
@@ -116,12 +110,7 @@ def _resolve_tau(cfg: MutableMapping, args: IPOArgs) -> float:
         )
         if value is not None
     }
-    if args.ipo_tau is not None:
-        if args.ipo_tau <= 0:
-            raise IPOConfigError(
-                f"ipo_tau must be > 0, got {args.ipo_tau}. IPO pulls the log-ratio margin "
-                "towards 1/(2*tau); write a positive value such as `ipo_tau: 0.1`."
-            )
+    if args.ipo_tau is not None:  # > 0: IPOArgs checks it
         for key, value in betas.items():
             if float(value) != float(args.ipo_tau):
                 raise IPOConfigError(

@@ -19,6 +19,8 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
   dpo           `rl: dpo` on exactly the pairs of `ipo`
   selfplay_K    round K of `axolotl-ipo selfplay` on the `ipo` arm's config: round k samples
                 from and is referenced to round k-1's merged model (K = 1, 2, 3, ...)
+  ARM@TAU       a trained arm at its own tau (`ipo@1.0`, `ipo_sft@0.5`, `dpo@0.5` as rl_beta),
+                in its own run folder, so one table can hold a tau sweep; bare names use --tau
 Each arm's training run and evaluation are kept under --work and reused by a rerun.
 """
 
@@ -113,8 +115,15 @@ def ipo_keys(study: Study) -> dict:
             "rejection_sampling": sampling}
 
 
+def arm_variant(name: str, study: Study) -> tuple[str, Study]:
+    """``ipo@1.0`` -> ("ipo", the study at tau 1.0); a bare name keeps the study's tau."""
+    kind, _, tau = name.partition("@")
+    return kind, (dataclasses.replace(study, tau=float(tau)) if tau else study)
+
+
 def arm_config(name: str, study: Study) -> dict:
     out = study.work / name
+    name, study = arm_variant(name, study)
     cfg = common_config(study, out)
     if name == "sft":
         cfg["datasets"] = [{"path": str(messages_file(study)), "type": "chat_template",
@@ -212,6 +221,16 @@ def selfplay_round(name: str) -> int | None:
     return int(rest) if name.startswith(SELFPLAY) and rest.isdigit() and int(rest) >= 1 else None
 
 
+def known_arm(name: str) -> bool:
+    kind, _, tau = name.partition("@")
+    if not tau:
+        return kind in ARMS or selfplay_round(kind) is not None
+    try:
+        return kind in ARMS[2:] and float(tau) > 0
+    except ValueError:
+        return False
+
+
 def selfplay_rounds(arms: list[str]) -> int:
     return max((selfplay_round(n) or 0 for n in arms), default=0)
 
@@ -277,7 +296,8 @@ def arm_model(name: str, study: Study):
 
     if selfplay_round(name):
         return load_base(round_record(study, selfplay_round(name))["model"])
-    base_model = merged_sft(study) if name == "sft_then_ipo" else study.base_model
+    kind, _ = arm_variant(name, study)
+    base_model = merged_sft(study) if kind == "sft_then_ipo" else study.base_model
     base = load_base(str(base_model))
     return base if name == "base" else load_trained(base, study.work / name / "model")
 
@@ -386,10 +406,11 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
     p.add_argument("--plot", type=Path)
     a = p.parse_args(argv)
     arms = [n.strip() for n in a.arms.split(",") if n.strip()]
-    unknown = sorted(n for n in set(arms) - set(ARMS) if selfplay_round(n) is None)
+    unknown = sorted(n for n in set(arms) if not known_arm(n))
     if unknown:
         p.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}, "
-                f"{SELFPLAY}K (K = 1, 2, ...)")
+                f"{SELFPLAY}K (K = 1, 2, ...), or ARM@TAU for a trained "
+                f"arm other than sft (ipo@1.0)")
     study = Study(a.train.resolve(), a.heldout.resolve(), a.check, a.work.resolve(),
                   a.base_model, a.steps, a.tau, a.sft_weight, a.learning_rate, a.sequence_len,
                   a.sample_tokens, a.answer_tokens, a.limit)

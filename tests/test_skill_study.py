@@ -81,6 +81,27 @@ def test_selfplay_arms_are_parsed_as_rounds(tmp_path):
             skill_study.parse_args([*base, "--arms", f"base,{bad}"])
 
 
+def test_an_arm_at_its_own_tau_has_its_own_run_and_only_that_tau_differs(tmp_path):
+    study = make_study(tmp_path)
+    ipo, swept = skill_study.arm_config("ipo", study), skill_study.arm_config("ipo@1.0", study)
+    assert ipo["ipo_tau"] == 0.1 and swept["ipo_tau"] == 1.0
+    assert swept["output_dir"] == str(study.work / "ipo@1.0" / "model")
+    pairs = study.work / "ipo" / "prepared" / "ipo_pairs" / "k" / "pairs.jsonl"
+    pairs.parent.mkdir(parents=True)
+    pairs.touch()
+    assert skill_study.arm_config("dpo@0.5", study)["rl_beta"] == 0.5
+    assert skill_study.arm_config("ipo_sft@2", study)["ipo_sft_weight"] == study.sft_weight
+    drop = ("ipo_tau", "output_dir", "dataset_prepared_path")
+    assert {k: v for k, v in ipo.items() if k not in drop} == {
+        k: v for k, v in swept.items() if k not in drop}
+    base = ["--train", "t", "--heldout", "h", "--check", "rouge", "--json", "o"]
+    _, arms, _ = skill_study.parse_args([*base, "--arms", "sft,ipo@1.0,ipo_sft@0.5"])
+    assert arms == ["sft", "ipo@1.0", "ipo_sft@0.5"]
+    for bad in ("sft@1.0", "base@1", "ipo@x", "ipo@0", "ipo@-1", "selfplay_1@1"):
+        with pytest.raises(SystemExit):
+            skill_study.parse_args([*base, "--arms", bad])
+
+
 def test_summary_has_paired_intervals():
     results = {"base": {"scores": [0.0, 0.0, 1.0, 0.0], "gold_nll": 3.0, "words": 9.0},
                "sft": {"scores": [1.0, 0.0, 1.0, 0.0], "gold_nll": 2.0, "words": 2.0},
