@@ -151,7 +151,8 @@ class IPOArgs(BaseModel):
             return tau
         if isinstance(tau, bool) or not isinstance(tau, (int, float)):
             raise ValueError(
-                f"ipo_tau must be a number, got {tau!r}: write for example `ipo_tau: {DEFAULT_TAU}`."
+                f"ipo_tau must be a number, got {tau!r}: "
+                f"write for example `ipo_tau: {DEFAULT_TAU}`."
             )
         if tau <= 0:
             raise ValueError(
