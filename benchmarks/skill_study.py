@@ -374,6 +374,8 @@ def plot(arms: dict[str, dict], path: Path, title: str) -> None:
     values = [arms[n]["accuracy"] for n in names]
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
     ax.bar(names, values, color=["#999" if n in ("base", "sft") else "#3a7" for n in names])
+    if "sft" in arms:  # the bar to beat
+        ax.axhline(arms["sft"]["accuracy"], color="#555", linestyle="--", linewidth=1)
     ax.set_ylabel("held-out accuracy")
     ax.set_title(title)
     fig.tight_layout()
@@ -381,6 +383,16 @@ def plot(arms: dict[str, dict], path: Path, title: str) -> None:
 
 
 # ---- command line -----------------------------------------------------------------------------
+
+def machine() -> dict:
+    """Where the numbers come from: CPU count, Python and the libraries that train."""
+    import platform
+    from importlib.metadata import version
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(),
+            **{name: version(name) for name in ("torch", "transformers", "trl", "axolotl")}}
+
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
@@ -437,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in filter(selfplay_round, summary):  # how much of its own data each round solves
         record = round_record(study, selfplay_round(name))
         summary[name].update({k: record.get(k) for k in ROUND_KEYS})
-    report = {"study": {k: str(v) for k, v in dataclasses.asdict(study).items()},
+    report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
+              "study": {k: str(v) for k, v in dataclasses.asdict(study).items()},
               "arms": summary, "train_seconds": seconds,
               "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -126,6 +126,7 @@ def test_arms_train_through_axolotl_and_are_scored(tiny_model_dir, tmp_path):
     assert skill_study.main(argv) == 0
     report = json.loads(out.read_text())
     assert list(report["arms"]) == ["base", "sft", "ipo", "dpo"]
+    assert report["date"] and report["machine"]["cpus"] >= 1 and report["machine"]["axolotl"]
     for name in ("sft", "ipo", "dpo"):
         assert (study.work / name / "model" / "adapter_model.safetensors").is_file()
         assert report["arms"][name]["n"] == 3 and "ci_vs_base" in report["arms"][name]
