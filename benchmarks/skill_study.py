@@ -40,6 +40,7 @@ from offline_env import OFFLINE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("base", "sft", "ipo", "ipo_sft", "sft_then_ipo", "dpo")
+TAU_ARMS = ("ipo", "ipo_sft", "sft_then_ipo", "dpo")  # the arms an ARM@TAU name may take
 ROUND_KEYS = ("pairs", "samples_judged_right", "prompts_already_solved", "loss_first", "loss_last")
 SELFPLAY = "selfplay_"  # selfplay_1, selfplay_2, ...: rounds of one `axolotl-ipo selfplay` run
 PAIRS_TYPE = "axolotl_ipo.sampled_pairs"
@@ -226,7 +227,7 @@ def known_arm(name: str) -> bool:
     if not tau:
         return kind in ARMS or selfplay_round(kind) is not None
     try:
-        return kind in ARMS[2:] and float(tau) > 0
+        return kind in TAU_ARMS and float(tau) > 0
     except ValueError:
         return False
 
