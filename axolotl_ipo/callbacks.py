@@ -96,8 +96,8 @@ class IPODiagnosticsCallback(TrainerCallback):
             LOG.warning(
                 "IPO: rewards/chosen has been below 0 for %d logging steps (step %d: %.4g): the "
                 "chosen (gold) answers are becoming less likely than under the reference model. "
-                "Consider `ipo_sft_weight: 1` (an SFT term on them) with `ipo_tau: 1.0`: the "
-                "one recipe that kept up with plain SFT in docs/skill_study.md.",
+                "Consider `ipo_sft_weight: 1` (an SFT term on them) with `ipo_tau` 0.3 to 1.0: "
+                "the recipes that kept up with plain SFT in docs/skill_study.md.",
                 self.below_zero,
                 state.global_step,
                 float(chosen),

@@ -223,8 +223,8 @@ def selfplay_round(name: str) -> int | None:
 
 
 def known_arm(name: str) -> bool:
-    kind, _, tau = name.partition("@")
-    if not tau:
+    kind, at, tau = name.partition("@")
+    if not at:
         return kind in ARMS or selfplay_round(kind) is not None
     try:
         return kind in TAU_ARMS and float(tau) > 0

@@ -97,7 +97,7 @@ def test_an_arm_at_its_own_tau_has_its_own_run_and_only_that_tau_differs(tmp_pat
     base = ["--train", "t", "--heldout", "h", "--check", "rouge", "--json", "o"]
     _, arms, _ = skill_study.parse_args([*base, "--arms", "sft,ipo@1.0,ipo_sft@0.5"])
     assert arms == ["sft", "ipo@1.0", "ipo_sft@0.5"]
-    for bad in ("sft@1.0", "base@1", "ipo@x", "ipo@0", "ipo@-1", "selfplay_1@1"):
+    for bad in ("sft@1.0", "base@1", "ipo@x", "ipo@0", "ipo@-1", "ipo@", "selfplay_1@1"):
         with pytest.raises(SystemExit):
             skill_study.parse_args([*base, "--arms", bad])
 
