@@ -12,6 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from axolotl_ipo.checks import load_check
 
+# Sampling batches are planned by tokens: 8192 = 128 NQ-open prompts with SmolLM2's chat template
+# (~42 tokens) and 32 new tokens on a CPU, ~1 GiB of Llama 3.1 8B KV cache on a GPU
+# (docs/results.md "Sampling throughput" has the measurement behind it).
+DEFAULT_BATCH_TOKENS = 8192
+# vLLM schedules its own KV cache: by default it is handed this many prompts per call instead.
+VLLM_BATCH_SIZE = 256
+
 
 class RejectionSamplingArgs(BaseModel):
     """How rejected answers are sampled for SFT datasets and judged against the gold answer."""
@@ -37,7 +44,21 @@ class RejectionSamplingArgs(BaseModel):
         description="Batch i is sampled with a seed derived from (seed, i): the pairs do not "
         "depend on the number of ranks.",
     )
-    batch_size: int = Field(default=16, ge=1, description="Prompts generated together per rank.")
+    batch_tokens: int | None = Field(
+        default=DEFAULT_BATCH_TOKENS,
+        ge=1,
+        description="Token budget of one batch per rank: prompts, longest first, are batched "
+        "while rows x (longest prompt + max_new_tokens), the KV cache the batch fills, stays "
+        "within it (a longer prompt gets a batch of its own). Setting only `batch_size` turns "
+        "the budget off; null turns it off. With `backend: vllm`, which schedules its own KV "
+        f"cache, the default is {VLLM_BATCH_SIZE} prompts per call instead.",
+    )
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="A fixed number of prompts per batch and rank instead of the token budget "
+        "(with `batch_tokens` also set, both caps apply). Default: no row cap.",
+    )
     output_dir: str | None = Field(
         default=None,
         description="Where the pair store lives. Default: `<dataset_prepared_path>/ipo_pairs`.",
@@ -101,6 +122,21 @@ class RejectionSamplingArgs(BaseModel):
     def _loadable_check(cls, name: str) -> str:
         load_check(name)  # one-line ValueError naming the key
         return name
+
+    @model_validator(mode="after")
+    def _rows_or_tokens(self) -> RejectionSamplingArgs:
+        # `batch_size` alone means what it always meant: that many prompts per batch.
+        chosen = self.model_fields_set
+        if "batch_size" in chosen and "batch_tokens" not in chosen:
+            self.batch_tokens = None
+        elif self.backend == "vllm" and not {"batch_size", "batch_tokens"} & chosen:
+            self.batch_size, self.batch_tokens = VLLM_BATCH_SIZE, None
+        if self.batch_size is None and self.batch_tokens is None:
+            raise ValueError(
+                "rejection_sampling.batch_tokens: null needs rejection_sampling.batch_size (a "
+                "batch must be capped by rows or tokens); set one of them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _samples_differ(self) -> RejectionSamplingArgs:

@@ -151,6 +151,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = EvalSettings(
         max_new_tokens=args.max_new_tokens or sampling.max_new_tokens,
         batch_size=args.batch_size or sampling.batch_size,
+        batch_tokens=None if args.batch_size else sampling.batch_tokens,
         limit=args.limit,
         generate=not args.no_generate,
     )
@@ -282,7 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="greedy answer length (default: rejection_sampling.max_new_tokens)",
     )
     evaluate.add_argument(
-        "--batch-size", type=int, help="default: rejection_sampling.batch_size"
+        "--batch-size",
+        type=int,
+        help="prompts per batch instead of rejection_sampling.batch_tokens' token budget "
+        "(default: rejection_sampling's batching)",
     )
     evaluate.add_argument(
         "--no-generate", action="store_true", help="skip greedy answers (no task score)"

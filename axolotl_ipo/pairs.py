@@ -123,11 +123,37 @@ def render_prompts(
     return rendered, invalid
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+def plan_batches(
+    lengths: Sequence[int],
+    batch_size: int | None,
+    batch_tokens: int | None = None,
+    new_tokens: int = 0,
+) -> list[list[int]]:
     """Global batch plan: positions sorted by token length (longest first, so memory
-    problems show up at once; ties by position), cut into ``batch_size`` chunks."""
+    problems show up at once; ties by position), cut into consecutive batches of at most
+    ``batch_size`` rows whose KV cache, rows x (longest prompt + ``new_tokens``), stays within
+    ``batch_tokens`` (a prompt over the budget alone gets a batch of its own)."""
+    if batch_size is None and batch_tokens is None:
+        raise ValueError("plan_batches needs batch_size or batch_tokens")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for pos in order:
+        batch = batches[-1] if batches else []
+        rows = len(batch) + 1
+        full = not batch or (batch_size is not None and rows > batch_size)
+        if batch_tokens is not None and batch:
+            full = full or rows * (lengths[batch[0]] + new_tokens) > batch_tokens
+        if full:
+            batches.append([pos])
+        else:
+            batch.append(pos)
+    return batches
+
+
+def sampling_plan(lengths: Sequence[int], settings: SamplingSettings) -> list[list[int]]:
+    """:func:`plan_batches` with the sampling settings' caps."""
+    caps = (settings.batch_size, settings.batch_tokens)
+    return plan_batches(lengths, *caps, settings.max_new_tokens)
 
 
 def _plan_record(
@@ -344,14 +370,14 @@ def _prepare(
     tokenizer: Any,
     sequence_len: int | None,
     invalid_rows: Sequence[InvalidRow],
-    batch_size: int,
+    settings: SamplingSettings,
 ) -> _Job:
     prompts, too_long = render_prompts(examples, tokenizer, sequence_len)
     invalid = [*invalid_rows, *too_long]
     if not prompts:
         first = f" First: {invalid[0].message}" if invalid else ""
         raise ValueError(f"no usable rows to build pairs from ({len(invalid)} invalid).{first}")
-    plan = plan_batches([p.n_tokens for p in prompts], batch_size)
+    plan = sampling_plan([p.n_tokens for p in prompts], settings)
     return _Job(prompts, plan, invalid, len(examples) + len(invalid_rows))
 
 
@@ -454,7 +480,7 @@ def build_pairs(
     if not end:
         raise ValueError("the training tokenizer has no eos_token; pass end_token explicitly")
     policy = policy or PairPolicy()
-    job = _prepare(examples, tokenizer, sequence_len, invalid_rows, settings.batch_size)
+    job = _prepare(examples, tokenizer, sequence_len, invalid_rows, settings)
     if rank == 0:
         _log_invalid(job.invalid)
     store.ensure_plan(_plan_record(job.prompts, job.plan, settings, policy))

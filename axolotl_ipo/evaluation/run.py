@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from axolotl_ipo.args import DEFAULT_BATCH_TOKENS
 from axolotl_ipo.pairs import RenderedPrompt, plan_batches
 from axolotl_ipo.sampling import SamplingSettings, model_fingerprint
 from axolotl_ipo.store import atomic_write, cache_key
@@ -32,7 +33,7 @@ from .metrics import (
     task_changes,
     task_scores,
 )
-from .scoring import AnswerScore, score_answers
+from .scoring import DEFAULT_SCORE_BATCH, AnswerScore, score_answers
 
 __all__ = ["EvalSettings", "ModelMetrics", "evaluate_config", "evaluate_model", "greedy_answers"]
 
@@ -42,7 +43,8 @@ LOG = logging.getLogger("axolotl_ipo.evaluation")
 @dataclass(frozen=True)
 class EvalSettings:
     max_new_tokens: int = 32  # greedy answers for the task score
-    batch_size: int = 16
+    batch_size: int | None = None  # prompts per batch (answers per batch when scoring)
+    batch_tokens: int | None = DEFAULT_BATCH_TOKENS  # greedy answers: KV-cache tokens per batch
     limit: int | None = None  # evaluate the first N held-out examples
     generate: bool = True  # False: skip the task score (scores only, much faster)
 
@@ -84,10 +86,15 @@ class _Scores:
 
 
 def greedy_answers(
-    model: Any, tokenizer: Any, prompts: list[RenderedPrompt], max_new_tokens: int, batch_size: int
+    model: Any,
+    tokenizer: Any,
+    prompts: list[RenderedPrompt],
+    max_new_tokens: int,
+    batch_size: int | None = None,
+    batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
 ) -> list[str]:
-    """Greedy answers to rendered prompts, batched by length through the project's sampler,
-    ending at the tokenizer's EOS; in the prompts' order."""
+    """Greedy answers to rendered prompts, batched by length through the project's sampler
+    (the caps of :func:`plan_batches`), ending at the tokenizer's EOS; in the prompts' order."""
     from tqdm.auto import tqdm
 
     from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
@@ -97,11 +104,13 @@ def greedy_answers(
         max_new_tokens=max_new_tokens,
         temperature=0.0,
         batch_size=batch_size,
+        batch_tokens=batch_tokens,
         stop_tokens=(tokenizer.eos_token,),
     )
     predictions = [""] * len(prompts)
     with tqdm(total=len(prompts), desc="greedy answers", unit="prompt") as bar:
-        for batch in plan_batches([p.n_tokens for p in prompts], batch_size):
+        lengths = [p.n_tokens for p in prompts]
+        for batch in plan_batches(lengths, batch_size, batch_tokens, max_new_tokens):
             texts = [prompts[i].text for i in batch]
             for i, completion in zip(batch, generator.generate(texts, sampling, 0), strict=True):
                 predictions[i] = completion.text
@@ -118,11 +127,14 @@ def _score(model: Any, tokenizer: Any, held: HeldOut, settings: EvalSettings, ma
         tokenizer,
         prompts + [prompts[i] for i, _ in held.pairs],
         held.golds + [text for _, text in held.pairs],
-        batch_size=settings.batch_size,
+        batch_size=settings.batch_size or DEFAULT_SCORE_BATCH,
         max_length=max_length,
     )
     predictions = (
-        greedy_answers(model, tokenizer, held.prompts, settings.max_new_tokens, settings.batch_size)
+        greedy_answers(
+            model, tokenizer, held.prompts, settings.max_new_tokens, settings.batch_size,
+            settings.batch_tokens,
+        )
         if settings.generate
         else None
     )
@@ -190,7 +202,7 @@ def _pair_scores(model: Any, tokenizer: Any, pairs: list[dict], settings: EvalSe
         tokenizer,
         [row["prompt"] for row in pairs] * 2,
         [row["chosen"] for row in pairs] + [row["rejected"] for row in pairs],
-        batch_size=settings.batch_size,
+        batch_size=settings.batch_size or DEFAULT_SCORE_BATCH,
         max_length=max_length,
     )
     return scores[: len(pairs)], scores[len(pairs) :]

@@ -19,10 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from axolotl_ipo.sampling.prefix import pad_rows, shared_prefix_length
 from axolotl_ipo.upstream.transformers import select_cache_rows
 from axolotl_ipo.upstream.trl import tokenize_pair
 
-__all__ = ["AnswerScore", "encode_answers", "score_answers", "score_encoded"]
+__all__ = ["DEFAULT_SCORE_BATCH", "AnswerScore", "encode_answers", "score_answers", "score_encoded"]
+
+DEFAULT_SCORE_BATCH = 16  # answers per teacher-forced batch
 
 Encoded = tuple[tuple[int, ...], tuple[int, ...]]  # (prompt ids, answer ids)
 
@@ -61,16 +64,6 @@ def encode_answers(
     return encoded
 
 
-def _shared_prefix_length(prompts: Sequence[tuple[int, ...]]) -> int:
-    """Tokens every prompt starts with, leaving at least one token of each prompt."""
-    n = 0
-    for tokens in zip(*prompts, strict=False):  # stops at the shortest prompt
-        if any(t != tokens[0] for t in tokens):
-            break
-        n += 1
-    return min(n, min(map(len, prompts)) - 1)
-
-
 def _plan(groups: dict[tuple, list[tuple]], batch_size: int) -> list[list[tuple]]:
     """Prompts sorted by length (then by their longest answer), cut into batches of about
     ``batch_size`` answers (a prompt's answers stay together)."""
@@ -104,27 +97,13 @@ def _chunks(lengths: Sequence[int], overhead: int = 8) -> list[list[int]]:
     return chunks[::-1]
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
-    """(ids, attention mask) of ``rows`` padded to the longest, on the left or the right."""
-    import torch
-
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        cols = slice(width - len(row), width) if left else slice(0, len(row))
-        ids[i, cols] = torch.tensor(row, dtype=torch.long)
-        mask[i, cols] = 1
-    return ids, mask
-
-
 def _prompt_pass(model: Any, rests: list[tuple], prefix_len: int, cache: Any, pad_id: int):
     """Run the prompts' tails after the shared prefix: (log-probs of the token after each
     prompt [B, V], the attention mask over the cache [B, prefix + tail], the cache)."""
     import torch
 
     device = next(model.parameters()).device
-    ids, mask = _pad(rests, pad_id, left=True)
+    ids, mask = pad_rows(rests, pad_id, left=True)
     positions = prefix_len + (mask.cumsum(-1) - 1).clamp(min=0)
     attention = torch.cat([torch.ones((len(rests), prefix_len), dtype=torch.long), mask], -1)
     if cache is not None:
@@ -146,8 +125,8 @@ def _answer_pass(model: Any, rows: list[int], answers: list[tuple], attention, c
     import torch
 
     device = next(model.parameters()).device
-    ids, mask = _pad([a[:-1] for a in answers], pad_id, left=False)
-    targets, _ = _pad([a[1:] for a in answers], 0, left=False)
+    ids, mask = pad_rows([a[:-1] for a in answers], pad_id, left=False)
+    targets, _ = pad_rows([a[1:] for a in answers], 0, left=False)
     index = torch.tensor(rows, dtype=torch.long)
     past = attention[index]
     positions = past.sum(-1, keepdim=True) + torch.arange(ids.shape[1])
@@ -185,7 +164,11 @@ def _score_batch(model: Any, batch: list[tuple], groups: dict, prefix_len: int, 
 
 
 def score_encoded(
-    model: Any, encoded: Sequence[Encoded], *, batch_size: int = 16, pad_id: int = 0
+    model: Any,
+    encoded: Sequence[Encoded],
+    *,
+    batch_size: int = DEFAULT_SCORE_BATCH,
+    pad_id: int = 0,
 ) -> list[AnswerScore]:
     """Log-probability of each answer's ids after its prompt's ids under ``model``; each
     distinct prompt and each distinct (prompt, answer) is run once. An empty answer scores 0
@@ -199,7 +182,7 @@ def score_encoded(
     answers = {prompt: list(found) for prompt, found in groups.items()}
     scores: dict[Encoded, AnswerScore] = {}
     if answers:
-        prefix_len = _shared_prefix_length(list(answers))
+        prefix_len = shared_prefix_length(list(answers))
         prefix = next(iter(answers))[:prefix_len]
         device = next(model.parameters()).device
         with torch.inference_mode():
@@ -218,7 +201,7 @@ def score_answers(
     prompts: Sequence[str],
     answers: Sequence[str],
     *,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_SCORE_BATCH,
     max_length: int | None = None,
 ) -> list[AnswerScore]:
     """Log-probability of each ``answers[i]`` after ``prompts[i]`` under ``model``, tokenised

@@ -24,13 +24,15 @@ class SamplingSettings:
 
     ``temperature == 0`` means greedy decoding. ``stop_tokens`` are extra token strings
     that end a completion besides the tokenizer's/model's EOS (e.g. ``<|im_end|>`` when
-    the generator's EOS is ``<|endoftext|>``)."""
+    the generator's EOS is ``<|endoftext|>``). A batch holds at most ``batch_size`` prompts and
+    at most ``batch_tokens`` tokens of KV cache (:func:`axolotl_ipo.pairs.plan_batches`)."""
 
     max_new_tokens: int = _default("max_new_tokens")
     temperature: float = _default("temperature")
     top_p: float = _default("top_p")
     seed: int = _default("seed")
-    batch_size: int = _default("batch_size")
+    batch_size: int | None = _default("batch_size")
+    batch_tokens: int | None = _default("batch_tokens")
     stop_tokens: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -40,8 +42,12 @@ class SamplingSettings:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        for key in ("batch_size", "batch_tokens"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be >= 1 or None, got {value}")
+        if self.batch_size is None and self.batch_tokens is None:
+            raise ValueError("batch_size and batch_tokens are both None: set at least one")
         object.__setattr__(self, "stop_tokens", tuple(self.stop_tokens))
 
     @property

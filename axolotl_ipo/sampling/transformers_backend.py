@@ -6,10 +6,14 @@ import gc
 import os
 from typing import Any
 
-from ..upstream.transformers import whole_model_loading
+from ..upstream.transformers import select_cache_rows, whole_model_loading
 from .base import Completion, SamplingSettings, stop_token_ids
+from .prefix import pad_rows, shared_prefix_length
 
 __all__ = ["TransformersGenerator"]
+
+# Shorter shared prefixes are recomputed per row: a cache copy costs more than it saves.
+MIN_SHARED_PREFIX = 4
 
 
 def _as_list(value: Any) -> list[int]:
@@ -46,7 +50,10 @@ class TransformersGenerator:
     the training model, so a QLoRA run samples from full-precision weights, not 4-bit ones.
 
     Prompts are tokenized without special tokens (the chat template already rendered
-    them). Sampling parameters come only from :class:`SamplingSettings`; the checkpoint's
+    them). The tokens a batch's prompts all start with (a chat template's system prompt) run
+    once per generator, not once per row (``share_prefix``; the model's outputs are the same
+    up to float rounding).
+    Sampling parameters come only from :class:`SamplingSettings`; the checkpoint's
     ``generation_config.json`` defaults (top_k, repetition_penalty, ...) are not applied,
     only its EOS ids are kept as stop tokens.
     """
@@ -58,6 +65,7 @@ class TransformersGenerator:
         device: str | None = None,
         dtype: Any = "auto",
         trust_remote_code: bool = False,
+        share_prefix: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -76,19 +84,21 @@ class TransformersGenerator:
             model = AutoModelForCausalLM.from_pretrained(
                 self.model_path, trust_remote_code=trust_remote_code, **kwargs
             )
-        self._attach(model.to(self.device), tokenizer)
+        self._attach(model.to(self.device), tokenizer, share_prefix)
 
     @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, name: str) -> TransformersGenerator:
+    def from_model(
+        cls, model: Any, tokenizer: Any, name: str, *, share_prefix: bool = True
+    ) -> TransformersGenerator:
         """Wrap a model that is already loaded (e.g. a PEFT model under evaluation)."""
         self = cls.__new__(cls)
         self.model_path = name
         self.name = f"transformers:{name}"
         self.device = str(next(model.parameters()).device)
-        self._attach(model, tokenizer)
+        self._attach(model, tokenizer, share_prefix)
         return self
 
-    def _attach(self, model: Any, tokenizer: Any) -> None:
+    def _attach(self, model: Any, tokenizer: Any, share_prefix: bool) -> None:
         import torch
         from transformers import GenerationConfig
 
@@ -107,6 +117,8 @@ class TransformersGenerator:
             eos_token_id=self._eos_ids, pad_token_id=self.tokenizer.pad_token_id
         )
         self._torch = torch
+        self.share_prefix = share_prefix
+        self._prefix: tuple[tuple[int, ...], Any] | None = None
 
     def stop_ids(self, settings: SamplingSettings) -> list[int]:
         ids = stop_token_ids(self.tokenizer, self._eos_ids, settings.stop_tokens, self.model_path)
@@ -136,6 +148,35 @@ class TransformersGenerator:
             **common,
         )
 
+    def _encode(self, prompts: list[str]) -> tuple[Any, Any, Any]:
+        """(input ids, attention mask, KV cache or None) for ``generate``. Prompts that start
+        with the same tokens (a chat template's system prompt) share that prefix's KV cache,
+        computed once per prefix: the ids are [prefix | left-padded tails], so each row keeps
+        the positions it has alone (``generate`` derives them from the mask)."""
+        torch = self._torch
+        rows = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        shared = shared_prefix_length(rows) if self.share_prefix and len(rows) > 1 else 0
+        tails, mask = pad_rows([r[shared:] for r in rows], self.tokenizer.pad_token_id, left=True)
+        if shared < MIN_SHARED_PREFIX:
+            shared, tails, mask = 0, *pad_rows(rows, self.tokenizer.pad_token_id, left=True)
+        prefix = torch.tensor([rows[0][:shared]] * len(rows), dtype=torch.long)
+        ids = torch.cat([prefix, tails], -1).to(self.device)
+        mask = torch.cat([torch.ones_like(prefix), mask], -1).to(self.device)
+        if not shared:
+            return ids, mask, None
+        index = torch.zeros(len(rows), dtype=torch.long, device=self.device)
+        cache = select_cache_rows(self._prefix_cache(tuple(rows[0][:shared])), index, copy=True)
+        return ids, mask, cache
+
+    def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
+        """The KV cache of one row of ``prefix`` (the last one asked for is kept)."""
+        if self._prefix is None or self._prefix[0] != prefix:
+            ids = self._torch.tensor([prefix], dtype=self._torch.long, device=self.device)
+            with self._torch.inference_mode():
+                out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            self._prefix = (prefix, out.past_key_values)
+        return self._prefix[1]
+
     def generate(
         self, prompts: list[str], settings: SamplingSettings, seed: int
     ) -> list[Completion]:
@@ -143,16 +184,17 @@ class TransformersGenerator:
             return []
         torch = self._torch
         stop = self.stop_ids(settings)
-        enc = self.tokenizer(
-            list(prompts), return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(self.device)
+        ids, mask, cache = self._encode(list(prompts))
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         with torch.inference_mode(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             out = self.model.generate(
-                **enc, generation_config=self._generation_config(settings, stop)
+                input_ids=ids,
+                attention_mask=mask,
+                past_key_values=cache,
+                generation_config=self._generation_config(settings, stop),
             )
-        new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
+        new_tokens = out[:, ids.shape[1] :].tolist()
         stop_set = set(stop)
         completions = []
         for ids in new_tokens:
@@ -172,6 +214,7 @@ class TransformersGenerator:
 
     def close(self) -> None:
         self.model = None
+        self._prefix = None
         gc.collect()
         if self._torch.cuda.is_available():
             self._torch.cuda.empty_cache()
