@@ -132,10 +132,29 @@ def plan_batches(
     """Global batch plan: positions sorted by token length (longest first, so memory
     problems show up at once; ties by position), cut into consecutive batches of at most
     ``batch_size`` rows whose KV cache, rows x (longest prompt + ``new_tokens``), stays within
-    ``batch_tokens`` (a prompt over the budget alone gets a batch of its own)."""
+    ``batch_tokens`` (a prompt over the budget alone gets a batch of its own). Under a token
+    budget the rows are spread evenly over the fewest batches that fit it (128 prompts in two
+    batches of 64, not 100 + 28: a small last batch runs at a small batch's speed)."""
     if batch_size is None and batch_tokens is None:
         raise ValueError("plan_batches needs batch_size or batch_tokens")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    plan = _fill(order, lengths, batch_size, batch_tokens, new_tokens)
+    if batch_tokens is not None and len(plan) > 1:
+        even = -(-len(order) // len(plan))
+        spread = _fill(order, lengths, min(even, batch_size or even), batch_tokens, new_tokens)
+        if len(spread) == len(plan):
+            return spread
+    return plan
+
+
+def _fill(
+    order: Sequence[int],
+    lengths: Sequence[int],
+    batch_size: int | None,
+    batch_tokens: int | None,
+    new_tokens: int,
+) -> list[list[int]]:
+    """``order`` cut greedily into batches within both caps."""
     batches: list[list[int]] = []
     for pos in order:
         batch = batches[-1] if batches else []

@@ -8,10 +8,10 @@ Each variant samples the first N NQ-open prompts (as `benchmarks/sampling.py`) t
 `torch.profiler`; the same run reports every variant. Variants (comma-separated):
 
 - `before`: the sampler as shipped up to 2026-11-26: 16 prompts per batch, every prompt run
-  whole (no shared prefix), SDPA attention.
+  whole (no shared prefix), SDPA attention, `torch.multinomial`'s draw.
 - `after`: the shipped defaults (`RejectionSamplingArgs()`: a token budget per batch; shared
-  prefix run once).
-- `eager`: `after` with eager attention instead of SDPA.
+  prefix run once; the inverse-CDF draw; eager attention on CPU).
+- `sdpa`: `after` with SDPA attention instead.
 
 Per variant: wall seconds, generated tokens/s, % of the matmul roofline (as in
 `benchmarks/sampling.py`: the measured 2048x2048 matmul rate over 2 x parameters FLOPs per
@@ -52,9 +52,9 @@ GROUPS = {
 }
 
 VARIANTS = {
-    "before": {"batch": {"batch_size": 16}, "share_prefix": False, "attn": "sdpa"},
-    "after": {"batch": {}, "share_prefix": True, "attn": None},
-    "eager": {"batch": {}, "share_prefix": True, "attn": "eager"},
+    "before": {"batch": {"batch_size": 16}, "new": False, "attn": "sdpa"},
+    "after": {"batch": {}, "new": True, "attn": None},
+    "sdpa": {"batch": {}, "new": True, "attn": "sdpa"},
 }
 
 
@@ -85,7 +85,8 @@ def profile_variant(name: str, model_path: str, prompts, base: SamplingSettings,
     from torch.profiler import ProfilerActivity, profile
 
     variant = VARIANTS[name]
-    generator = TransformersGenerator(model_path, share_prefix=variant["share_prefix"])
+    generator = TransformersGenerator(model_path, share_prefix=variant["new"],
+                                      inverse_cdf=variant["new"])
     if variant["attn"]:
         generator.model.set_attn_implementation(variant["attn"])
     settings = settings_for(variant, base)
@@ -102,8 +103,8 @@ def profile_variant(name: str, model_path: str, prompts, base: SamplingSettings,
         groups[key] = groups.get(key, 0.0) + event.self_cpu_time_total
     batches = len(sampling_plan([p.n_tokens for p in prompts], settings))
     lines = [
-        f"### {name}: {batches} batches, shared prefix {variant['share_prefix']}, attention "
-        f"{generator.model.config._attn_implementation}",
+        f"### {name}: {batches} batches, shared prefix and inverse-CDF draw {variant['new']}, "
+        f"attention {generator.model.config._attn_implementation}",
         "",
         f"{tokens} tokens in {seconds:.1f} s: {tokens / seconds:.1f} tokens/s, "
         f"{100 * tokens / seconds / roofline:.1f}% of the roofline (profiler overhead included)",

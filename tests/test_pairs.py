@@ -98,11 +98,15 @@ def test_plan_batches_sorted_longest_first_stable():
 def test_plan_batches_by_token_budget():
     """rows x (longest prompt in the batch + new tokens) <= budget; longest first."""
     lengths = [3, 5, 3, 1, 5, 2]
-    # (5+3) x 2 = 16 fits 20, x 3 = 24 does not; (3+3) x 3 = 18 fits; (2+3)... then 1
-    assert plan_batches(lengths, None, 20, 3) == [[1, 4], [0, 2, 5], [3]]
-    assert plan_batches(lengths, 2, 20, 3) == [[1, 4], [0, 2], [5, 3]]  # both caps apply
+    # greedily: (5+3) x 2 = 16 fits 20, x 3 = 24 does not; (3+3) x 3 = 18 fits; then [3]:
+    # 3 batches, so the 6 rows are spread 2 per batch
+    assert plan_batches(lengths, None, 20, 3) == [[1, 4], [0, 2], [5, 3]]
+    assert plan_batches([10, 1, 1, 1], None, 12) == [[0], [1, 2, 3]]  # cannot be evened
+    assert plan_batches(lengths, 1, 100, 3) == [[1], [4], [0], [2], [5], [3]]  # both caps
     assert plan_batches([50, 1], None, 20, 3) == [[0], [1]]  # over the budget: alone
     assert plan_batches([1] * 10, None, 1000, 0) == [list(range(10))]
+    assert [len(b) for b in plan_batches([40] * 128, None, 8192, 32)] == [64, 64]  # not 113+15
+    assert [len(b) for b in plan_batches([40] * 100, 30, None)] == [30, 30, 30, 10]  # rows fixed
     with pytest.raises(ValueError, match="needs batch_size or batch_tokens"):
         plan_batches(lengths, None, None)
 

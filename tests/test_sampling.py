@@ -365,3 +365,35 @@ def test_sampling_defaults_come_from_the_config_keys():
     settings = SamplingSettings()
     for key in ("max_new_tokens", "temperature", "top_p", "seed", "batch_size", "batch_tokens"):
         assert getattr(settings, key) == getattr(declared, key), key
+
+
+def test_inverse_cdf_draws_follow_the_distribution():
+    """The draw replacing torch.multinomial: frequencies match softmax(scores / T) after top-p,
+    zero-probability tokens are never drawn, exactly one token per row stays finite."""
+    from axolotl_ipo.sampling.inverse_cdf import InverseCdfSampler, sampling_processors
+
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.2, 0.0])
+    scores = probs.log().expand(40000, -1).clone()  # -inf where the probability is 0
+    torch.manual_seed(0)
+    out = InverseCdfSampler()(None, scores)
+    assert torch.isfinite(out).sum(-1).eq(1).all()
+    freq = torch.bincount(out.argmax(-1), minlength=6).float() / len(out)
+    assert torch.allclose(freq, probs, atol=0.01) and freq[[0, 2, 5]].sum() == 0
+    # temperature 0.5 squares and renormalises; top-p 0.7 keeps the two most likely
+    torch.manual_seed(1)
+    drawn = sampling_processors(0.5, 0.7)(None, scores.clone()).argmax(-1)
+    freq = torch.bincount(drawn, minlength=6).float() / len(drawn)
+    want = torch.tensor([0.0, 0.25, 0.0, 0.09, 0.0, 0.0]) / 0.34
+    assert torch.allclose(freq, want, atol=0.01)
+
+
+def test_sampling_uses_the_inverse_cdf_draw_not_multinomial(gen, monkeypatch):
+    """generate() samples through the draw (torch.multinomial is never called) and stays
+    seeded: same seed, same completions."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.multinomial called")
+
+    monkeypatch.setattr(torch, "multinomial", refuse)
+    settings = SamplingSettings(max_new_tokens=5, temperature=1.0, top_p=0.9)
+    ps = prompts(gen)
+    assert gen.generate(ps, settings, seed=4) == gen.generate(ps, settings, seed=4)
