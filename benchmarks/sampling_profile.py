@@ -10,8 +10,8 @@ Each variant samples the first N NQ-open prompts (as `benchmarks/sampling.py`) t
 - `before`: the sampler as shipped up to 2026-11-26: 16 prompts per batch, every prompt run
   whole (no shared prefix), SDPA attention, `torch.multinomial`'s draw.
 - `after`: the shipped defaults (`RejectionSamplingArgs()`: a token budget per batch; shared
-  prefix run once; the inverse-CDF draw; eager attention on CPU).
-- `sdpa`: `after` with SDPA attention instead.
+  prefix run once; the inverse-CDF draw; the checkpoint's attention, SDPA).
+- `eager`: `after` with eager attention instead.
 
 Per variant: wall seconds, generated tokens/s, % of the matmul roofline (as in
 `benchmarks/sampling.py`: the measured 2048x2048 matmul rate over 2 x parameters FLOPs per
@@ -54,7 +54,7 @@ GROUPS = {
 VARIANTS = {
     "before": {"batch": {"batch_size": 16}, "new": False, "attn": "sdpa"},
     "after": {"batch": {}, "new": True, "attn": None},
-    "sdpa": {"batch": {}, "new": True, "attn": "sdpa"},
+    "eager": {"batch": {}, "new": True, "attn": "eager"},
 }
 
 

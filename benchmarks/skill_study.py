@@ -316,7 +316,9 @@ def evaluate(name: str, study: Study, tokenizer) -> dict:
     prompts, golds = heldout_prompts(study, tokenizer)
     model = arm_model(name, study)
     started = time.perf_counter()
-    answers = greedy_answers(model, tokenizer, prompts, study.answer_tokens, batch_size=32)
+    # 32 prompts per batch, no token budget: the batches every arm so far was evaluated with
+    answers = greedy_answers(model, tokenizer, prompts, study.answer_tokens, batch_size=32,
+                             batch_tokens=None)
     check = load_check(study.check)
     scores = [float(check(p.example.prompt_messages, gold_answers(gold, p.example.answers), answer))
               for p, gold, answer in zip(prompts, golds, answers, strict=True)]

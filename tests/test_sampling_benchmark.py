@@ -113,7 +113,7 @@ def test_profile_reports_every_variant_with_groups(tiny_model_dir, tmp_path):
     assert out.read_text() == report + "\n"
     before, after = report.split("### before")[1].split("### after")
     assert "inverse-CDF draw False, attention sdpa" in before
-    assert "inverse-CDF draw True, attention eager" in after
+    assert "inverse-CDF draw True, attention sdpa" in after
     for section in (before, after):
         shares = [float(s) for s in re.findall(r"^\| [a-zA-Z ]+ \| [\d.]+ \| ([\d.]+)%", section,
                                                 re.M)]

@@ -27,12 +27,9 @@ def _device() -> str:
 def load_base(path: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoModelForCausalLM
 
-    from axolotl_ipo.sampling.transformers_backend import CPU_ATTENTION
-
     device = _device()
-    options = {} if device.startswith("cuda") else {"attn_implementation": CPU_ATTENTION}
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=_dtype(device), trust_remote_code=trust_remote_code, **options
+        path, dtype=_dtype(device), trust_remote_code=trust_remote_code
     )
     return model.to(device).eval()
 

@@ -1,7 +1,7 @@
 """Categorical sampling for ``generate`` without ``torch.multinomial``.
 
 On CPU ``torch.multinomial(probs, 1)`` draws one exponential variate per vocabulary entry and
-row (``aten::exponential_``): 13% of the sampler's time on a 49k vocabulary
+row (``aten::exponential_``): about 11% of the sampler's time on a 49k vocabulary
 (docs/sampling_profile.md). Inverse-CDF sampling draws one uniform per row instead: the token is
 the first whose cumulative probability reaches it, which is exactly a draw from the same
 categorical distribution. :class:`InverseCdfSampler` does that as the last logits processor and
