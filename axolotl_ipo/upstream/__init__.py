@@ -29,6 +29,11 @@ PUBLIC = frozenset({
     "transformers:AutoModelForCausalLM",
     "transformers:AutoTokenizer",
     "transformers:GenerationConfig",
+    # generate()'s documented extension point (`logits_processor=`) and two of its processors
+    "transformers:LogitsProcessor",
+    "transformers:LogitsProcessorList",
+    "transformers:TemperatureLogitsWarper",
+    "transformers:TopPLogitsWarper",
     "transformers:TrainerCallback",
     "peft:PeftModel",
     "datasets:DatasetDict",
