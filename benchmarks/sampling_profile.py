@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sampling import matmul_gflops, nq_open_rows  # noqa: E402
+from sampling import batching, matmul_gflops, nq_open_rows, run_ours  # noqa: E402
 
-from axolotl_ipo.args import RejectionSamplingArgs  # noqa: E402
 from axolotl_ipo.pairs import render_prompts, sampling_plan  # noqa: E402
 from axolotl_ipo.sampling import SamplingSettings  # noqa: E402
 from axolotl_ipo.sampling.transformers_backend import TransformersGenerator  # noqa: E402
@@ -65,23 +63,8 @@ def group_of(name: str) -> str:
     return "everything else"
 
 
-def settings_for(variant: dict, base: SamplingSettings) -> SamplingSettings:
-    args = RejectionSamplingArgs(**variant["batch"])
-    fields = {"batch_size": args.batch_size, "batch_tokens": args.batch_tokens}
-    return SamplingSettings(**{**base.to_dict(), **fields, "stop_tokens": base.stop_tokens})
-
-
-def run(generator, prompts, settings: SamplingSettings) -> int:
-    tokens = 0
-    for index, batch in enumerate(sampling_plan([p.n_tokens for p in prompts], settings)):
-        out = generator.generate([prompts[i].text for i in batch], settings,
-                                 settings.batch_seed(index))
-        tokens += sum(c.n_tokens for c in out)
-    return tokens
-
-
 def profile_variant(name: str, model_path: str, prompts, base: SamplingSettings,
-                    roofline: float) -> list[str]:
+                    gflops: float) -> list[str]:
     from torch.profiler import ProfilerActivity, profile
 
     variant = VARIANTS[name]
@@ -89,12 +72,13 @@ def profile_variant(name: str, model_path: str, prompts, base: SamplingSettings,
                                       inverse_cdf=variant["new"])
     if variant["attn"]:
         generator.model.set_attn_implementation(variant["attn"])
-    settings = settings_for(variant, base)
-    run(generator, prompts[:4], settings)  # warm-up
+    params = sum(p.numel() for p in generator.model.parameters())
+    roofline = gflops * 1e9 / (2 * params)
+    fields = batching(variant["batch"] or None)[1]
+    settings = SamplingSettings(**{**base.to_dict(), **fields, "stop_tokens": base.stop_tokens})
+    run_ours(generator, prompts[:4], settings)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        start = time.perf_counter()
-        tokens = run(generator, prompts, settings)
-        seconds = time.perf_counter() - start
+        tokens, seconds = run_ours(generator, prompts, settings)
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
     groups: dict[str, float] = {}
@@ -107,7 +91,8 @@ def profile_variant(name: str, model_path: str, prompts, base: SamplingSettings,
         f"attention {generator.model.config._attn_implementation}",
         "",
         f"{tokens} tokens in {seconds:.1f} s: {tokens / seconds:.1f} tokens/s, "
-        f"{100 * tokens / seconds / roofline:.1f}% of the roofline (profiler overhead included)",
+        f"{100 * tokens / seconds / roofline:.1f}% of the roofline ({params / 1e6:.1f} M "
+        f"parameters: {roofline:.0f} tokens/s; profiler overhead included)",
         "",
         "| group | self CPU s | share |",
         "|---|---|---|",
@@ -137,24 +122,21 @@ def main(argv: list[str] | None = None) -> str:
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     examples, _ = extract_examples(nq_open_rows(args.n, args.data), "alpaca", "NQ-open")
     prompts, _ = render_prompts(examples, tokenizer)
-    params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(args.model).parameters())
     gflops = matmul_gflops(torch.float32)
-    roofline = gflops * 1e9 / (2 * params)
     base = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=0.7,
                             stop_tokens=(tokenizer.eos_token,))
     lines = [
-        f"{args.model}: {params / 1e6:.1f} M parameters, fp32, {torch.get_num_threads()} threads; "
-        f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, temperature 0.7; matmul "
-        f"{gflops:.0f} GFLOP/s -> roofline {roofline:.0f} tokens/s",
+        f"{args.model}: fp32, {torch.get_num_threads()} threads; {len(prompts)} prompts, "
+        f"{args.max_new_tokens} new tokens, temperature 0.7; matmul {gflops:.0f} GFLOP/s",
         "",
     ]
     for name in names:
-        lines += profile_variant(name, args.model, prompts, base, roofline)
+        lines += profile_variant(name, args.model, prompts, base, gflops)
     report = "\n".join(lines)
     print(report)
     if args.markdown:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from axolotl_ipo.args import DEFAULT_BATCH_TOKENS
-from axolotl_ipo.pairs import RenderedPrompt, plan_batches
+from axolotl_ipo.pairs import RenderedPrompt, sampling_plan
 from axolotl_ipo.sampling import SamplingSettings, model_fingerprint
 from axolotl_ipo.store import atomic_write, cache_key
 
@@ -94,7 +94,7 @@ def greedy_answers(
     batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
 ) -> list[str]:
     """Greedy answers to rendered prompts, batched by length through the project's sampler
-    (the caps of :func:`plan_batches`), ending at the tokenizer's EOS; in the prompts' order."""
+    (the caps of :func:`sampling_plan`), ending at the tokenizer's EOS; in the prompts' order."""
     from tqdm.auto import tqdm
 
     from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
@@ -109,8 +109,7 @@ def greedy_answers(
     )
     predictions = [""] * len(prompts)
     with tqdm(total=len(prompts), desc="greedy answers", unit="prompt") as bar:
-        lengths = [p.n_tokens for p in prompts]
-        for batch in plan_batches(lengths, batch_size, batch_tokens, max_new_tokens):
+        for batch in sampling_plan([p.n_tokens for p in prompts], sampling):
             texts = [prompts[i].text for i in batch]
             for i, completion in zip(batch, generator.generate(texts, sampling, 0), strict=True):
                 predictions[i] = completion.text

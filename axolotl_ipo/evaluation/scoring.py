@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from axolotl_ipo.sampling.prefix import pad_rows, shared_prefix_length
+from axolotl_ipo.sampling.prefix import pad_rows, prefix_cache, shared_prefix_length
 from axolotl_ipo.upstream.transformers import select_cache_rows
 from axolotl_ipo.upstream.trl import tokenize_pair
 
@@ -184,12 +184,8 @@ def score_encoded(
     if answers:
         prefix_len = shared_prefix_length(list(answers))
         prefix = next(iter(answers))[:prefix_len]
-        device = next(model.parameters()).device
+        cache = prefix_cache(model, prefix) if prefix else None
         with torch.inference_mode():
-            cache = None
-            if prefix:
-                ids = torch.tensor([prefix], dtype=torch.long, device=device)
-                cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
             for batch in _plan(answers, batch_size):
                 scores.update(_score_batch(model, batch, answers, prefix_len, cache, pad_id))
     return [scores.get(pair, AnswerScore(0.0, 0)) for pair in encoded]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["pad_rows", "shared_prefix_length"]
+__all__ = ["pad_rows", "prefix_cache", "shared_prefix_length"]
 
 
 def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
@@ -19,6 +19,16 @@ def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
             break
         n += 1
     return max(0, min(n, min(map(len, prompts)) - 1))
+
+
+def prefix_cache(model: Any, prefix: Sequence[int]) -> Any:
+    """The KV cache of one row of ``prefix`` under ``model`` (no gradients, last logits only)."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
+    with torch.inference_mode():
+        return model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[Any, Any]:

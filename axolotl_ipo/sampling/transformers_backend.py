@@ -8,7 +8,7 @@ from typing import Any
 
 from ..upstream.transformers import select_cache_rows, whole_model_loading
 from .base import Completion, SamplingSettings, stop_token_ids
-from .prefix import pad_rows, shared_prefix_length
+from .prefix import pad_rows, prefix_cache, shared_prefix_length
 
 __all__ = ["TransformersGenerator"]
 
@@ -171,9 +171,9 @@ class TransformersGenerator:
         torch = self._torch
         rows = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         shared = shared_prefix_length(rows) if self.share_prefix and len(rows) > 1 else 0
-        tails, mask = pad_rows([r[shared:] for r in rows], self.tokenizer.pad_token_id, left=True)
         if shared < MIN_SHARED_PREFIX:
-            shared, tails, mask = 0, *pad_rows(rows, self.tokenizer.pad_token_id, left=True)
+            shared = 0
+        tails, mask = pad_rows([r[shared:] for r in rows], self.tokenizer.pad_token_id, left=True)
         prefix = torch.tensor([rows[0][:shared]] * len(rows), dtype=torch.long)
         ids = torch.cat([prefix, tails], -1).to(self.device)
         mask = torch.cat([torch.ones_like(prefix), mask], -1).to(self.device)
@@ -186,10 +186,7 @@ class TransformersGenerator:
     def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
         """The KV cache of one row of ``prefix`` (the last one asked for is kept)."""
         if self._prefix is None or self._prefix[0] != prefix:
-            ids = self._torch.tensor([prefix], dtype=self._torch.long, device=self.device)
-            with self._torch.inference_mode():
-                out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-            self._prefix = (prefix, out.past_key_values)
+            self._prefix = (prefix, prefix_cache(self.model, prefix))
         return self._prefix[1]
 
     def generate(
