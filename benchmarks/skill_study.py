@@ -17,10 +17,13 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
   sft_then_ipo  `rl: ipo` after SFT (Intel's order): the `sft` arm's adapter merged into the base
                 is the generator of the rejected answers and IPO's reference; a new adapter on it
   dpo           `rl: dpo` on exactly the pairs of `ipo`
+  sft_then_ipo_sft  the same plus `ipo_sft_weight` (SPIN's order with Iterative RPO's NLL term)
   selfplay_K    round K of `axolotl-ipo selfplay` on the `ipo` arm's config: round k samples
                 from and is referenced to round k-1's merged model (K = 1, 2, 3, ...)
-  ARM@TAU       a trained arm at its own tau (`ipo@1.0`, `ipo_sft@0.5`, `dpo@0.5` as rl_beta),
-                in its own run folder, so one table can hold a tau sweep; bare names use --tau
+  selfplay_sft_K  the same rounds on the `ipo_sft` arm's config
+An arm name may end in @TAU (its own tau: `ipo@1.0`, `ipo_sft@0.5`, `dpo@0.5` as rl_beta,
+`selfplay_sft_2@1.0`) and -sSTEPS (its own optimizer steps, per round for self-play: `sft-s120`,
+`selfplay_sft_3@1.0-s20`); such an arm has its own run folder, so one table can hold a sweep.
 Each arm's training run and evaluation are kept under --work and reused by a rerun.
 """
 
@@ -30,6 +33,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,10 +43,12 @@ import yaml
 from offline_env import OFFLINE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = ("base", "sft", "ipo", "ipo_sft", "sft_then_ipo", "dpo")
-TAU_ARMS = ("ipo", "ipo_sft", "sft_then_ipo", "dpo")  # the arms an ARM@TAU name may take
+ARMS = ("base", "sft", "ipo", "ipo_sft", "sft_then_ipo", "sft_then_ipo_sft", "dpo")
+SELFPLAY = {"selfplay": "ipo", "selfplay_sft": "ipo_sft"}  # self-play kind -> its rounds' recipe
+NO_TAU = ("base", "sft")  # the arms without a tau
 ROUND_KEYS = ("pairs", "samples_judged_right", "prompts_already_solved", "loss_first", "loss_last")
-SELFPLAY = "selfplay_"  # selfplay_1, selfplay_2, ...: rounds of one `axolotl-ipo selfplay` run
+ARM_NAME = re.compile(r"(?P<kind>[a-z_]+?)(?:_(?P<round>\d+))?(?:@(?P<tau>[^@]+?))?"
+                      r"(?:-s(?P<steps>\d+))?")
 PAIRS_TYPE = "axolotl_ipo.sampled_pairs"
 LORA_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
 
@@ -63,6 +69,49 @@ class Study:
     answer_tokens: int = 64  # greedy held-out answers
     limit: int | None = None  # first N held-out rows
     seed: int = 42
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One arm of the table, parsed from its name: KIND[_ROUND][@TAU][-sSTEPS]."""
+    name: str
+    kind: str  # one of ARMS or of SELFPLAY
+    round: int | None = None  # K of a self-play arm
+    tau: float | None = None
+    steps: int | None = None
+    suffix: str = ""  # "@TAU-sSTEPS" as written
+
+    @property
+    def run(self) -> str:
+        """The folder of its training run: self-play rounds of one kind, tau and steps share it."""
+        return self.name if self.round is None else self.kind + self.suffix
+
+    def study(self, study: Study) -> Study:
+        """The study as this arm trains it: its own tau and steps where its name gives them."""
+        return dataclasses.replace(study, tau=self.tau or study.tau,
+                                   steps=self.steps or study.steps)
+
+
+def parse_arm(name: str) -> Arm | None:
+    """The arm a name means, or None when the name is not one (see the module's docstring)."""
+    m = ARM_NAME.fullmatch(name)
+    if not m:
+        return None
+    kind, rnd, tau, steps = m.group("kind", "round", "tau", "steps")
+    if kind not in ARMS and kind not in SELFPLAY:
+        return None
+    if (rnd is None) != (kind not in SELFPLAY) or (rnd is not None and int(rnd) < 1):
+        return None
+    if (tau is not None and kind in NO_TAU) or (steps is not None and kind == "base"):
+        return None
+    try:
+        value = None if tau is None else float(tau)
+    except ValueError:
+        return None
+    if (value is not None and not value > 0) or (steps is not None and int(steps) < 1):
+        return None
+    return Arm(name, kind, None if rnd is None else int(rnd), value,
+               None if steps is None else int(steps), name[m.end("round"):] if rnd else "")
 
 
 # ---- configs ----------------------------------------------------------------------------------
@@ -116,34 +165,34 @@ def ipo_keys(study: Study) -> dict:
             "rejection_sampling": sampling}
 
 
-def arm_variant(name: str, study: Study) -> tuple[str, Study]:
-    """``ipo@1.0`` -> ("ipo", the study at tau 1.0); a bare name keeps the study's tau."""
-    kind, _, tau = name.partition("@")
-    return kind, (dataclasses.replace(study, tau=float(tau)) if tau else study)
+def recipe_keys(kind: str, study: Study) -> dict:
+    """The plugin's keys for an IPO recipe: ``ipo`` or ``ipo_sft`` (the same plus the NLL term)."""
+    keys = ipo_keys(study)
+    if kind == "ipo_sft":
+        keys["ipo_sft_weight"] = study.sft_weight
+    return keys
 
 
 def arm_config(name: str, study: Study) -> dict:
-    out = study.work / name
-    name, study = arm_variant(name, study)
+    arm = parse_arm(name)
+    if arm is None or arm.round is not None:
+        raise ValueError(f"unknown arm {name!r}; choose from {', '.join(ARMS)}")
+    out, kind, study = study.work / arm.run, arm.kind, arm.study(study)
     cfg = common_config(study, out)
-    if name == "sft":
+    if kind == "sft":
         cfg["datasets"] = [{"path": str(messages_file(study)), "type": "chat_template",
                             "chat_template": "tokenizer_default", "field_messages": "messages"}]
         # Axolotl auto-enables its Triton LoRA kernels for SFT (never for RL): CUDA only
         cfg.update(dict.fromkeys(LORA_KERNELS, False))
-    elif name in ("ipo", "ipo_sft"):
-        cfg.update(ipo_keys(study))
-        if name == "ipo_sft":
-            cfg["ipo_sft_weight"] = study.sft_weight
-    elif name == "sft_then_ipo":
-        cfg.update(ipo_keys(study))
+    elif kind in ("ipo", "ipo_sft"):
+        cfg.update(recipe_keys(kind, study))
+    elif kind in ("sft_then_ipo", "sft_then_ipo_sft"):
+        cfg.update(recipe_keys(kind.removeprefix("sft_then_"), study))
         cfg["base_model"] = str(merged_sft(study))
-    elif name == "dpo":
+    elif kind == "dpo":
         cfg.update({"rl": "dpo", "rl_beta": study.tau,
                     "datasets": [{"path": str(pairs_file(study.work / "ipo")), "type": PAIRS_TYPE,
                                   "split": "train"}]})
-    else:
-        raise ValueError(f"unknown arm {name!r}; choose from {', '.join(ARMS)}")
     return cfg
 
 
@@ -199,48 +248,39 @@ def train(name: str, study: Study) -> float | None:
     return seconds
 
 
-def selfplay(study: Study, rounds: int) -> float | None:
-    """`axolotl-ipo selfplay --rounds N` on the ipo arm's config (finished rounds are kept by
+def selfplay(arm: Arm, study: Study, rounds: int) -> float | None:
+    """`axolotl-ipo selfplay --rounds N` on its recipe's config (finished rounds are kept by
     the command itself); returns its seconds, or None when every round was already done."""
-    run = study.work / "selfplay"
+    run = study.work / arm.run
     records = run / "selfplay.json"
     if records.is_file():
         if len(json.loads(records.read_text(encoding="utf-8"))["rounds"]) >= rounds:
             return None
-    cfg = {**common_config(study, run), **ipo_keys(study), "output_dir": str(run)}  # round-K/
+    study = arm.study(study)
+    cfg = {**common_config(study, run), **recipe_keys(SELFPLAY[arm.kind], study),
+           "output_dir": str(run)}  # round-K/
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     started = time.perf_counter()
     run_logged([sys.executable, "-m", "axolotl_ipo.cli", "selfplay", str(run / "config.yml"),
-                "--rounds", str(rounds)], run / "selfplay.log", f"selfplay ({rounds} rounds)")
+                "--rounds", str(rounds)], run / "selfplay.log", f"{arm.run} ({rounds} rounds)")
     return time.perf_counter() - started
 
 
-def selfplay_round(name: str) -> int | None:
-    """K of an arm named ``selfplay_K`` (K >= 1), else None."""
-    rest = name.removeprefix(SELFPLAY)
-    return int(rest) if name.startswith(SELFPLAY) and rest.isdigit() and int(rest) >= 1 else None
+def selfplay_rounds(arms: list[Arm]) -> dict[str, int]:
+    """How many rounds each self-play run needs: the most any of its arms asks for."""
+    rounds: dict[str, int] = {}
+    for arm in arms:
+        if arm.round is not None:
+            rounds[arm.run] = max(rounds.get(arm.run, 0), arm.round)
+    return rounds
 
 
-def known_arm(name: str) -> bool:
-    kind, at, tau = name.partition("@")
-    if not at:
-        return kind in ARMS or selfplay_round(kind) is not None
-    try:
-        return kind in TAU_ARMS and float(tau) > 0
-    except ValueError:
-        return False
-
-
-def selfplay_rounds(arms: list[str]) -> int:
-    return max((selfplay_round(n) or 0 for n in arms), default=0)
-
-
-def round_record(study: Study, index: int) -> dict:
-    """Round ``index`` of the self-play run: its merged model and pair counts (selfplay.json)."""
-    path = study.work / "selfplay" / "selfplay.json"
+def round_record(study: Study, arm: Arm) -> dict:
+    """A self-play arm's round: its merged model and pair counts (its run's selfplay.json)."""
+    path = study.work / arm.run / "selfplay.json"
     records = json.loads(path.read_text(encoding="utf-8"))["rounds"]
-    return next(r for r in records if r["round"] == index)
+    return next(r for r in records if r["round"] == arm.round)
 
 
 # ---- evaluation -------------------------------------------------------------------------------
@@ -295,10 +335,10 @@ def heldout_prompts(study: Study, tokenizer) -> tuple[list, list[str]]:
 def arm_model(name: str, study: Study):
     from axolotl_ipo.evaluation.models import load_base, load_trained
 
-    if selfplay_round(name):
-        return load_base(round_record(study, selfplay_round(name))["model"])
-    kind, _ = arm_variant(name, study)
-    base_model = merged_sft(study) if kind == "sft_then_ipo" else study.base_model
+    arm = parse_arm(name)
+    if arm.round is not None:
+        return load_base(round_record(study, arm)["model"])
+    base_model = merged_sft(study) if arm.kind.startswith("sft_then_") else study.base_model
     base = load_base(str(base_model))
     return base if name == "base" else load_trained(base, study.work / name / "model")
 
@@ -421,11 +461,12 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
     p.add_argument("--plot", type=Path)
     a = p.parse_args(argv)
     arms = [n.strip() for n in a.arms.split(",") if n.strip()]
-    unknown = sorted(n for n in set(arms) if not known_arm(n))
+    unknown = sorted(n for n in set(arms) if parse_arm(n) is None)
     if unknown:
-        p.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}, "
-                f"{SELFPLAY}K (K = 1, 2, ...), or ARM@TAU for a trained "
-                f"arm other than sft (ipo@1.0)")
+        p.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)} or "
+                f"{'_K, '.join(SELFPLAY)}_K (K = 1, 2, ...), each but base optionally with "
+                f"-sSTEPS and each but base and sft with @TAU (ipo@1.0, sft-s120, "
+                f"selfplay_sft_3@1.0-s20)")
     study = Study(a.train.resolve(), a.heldout.resolve(), a.check, a.work.resolve(),
                   a.base_model, a.steps, a.tau, a.sft_weight, a.learning_rate, a.sequence_len,
                   a.sample_tokens, a.answer_tokens, a.limit)
@@ -439,18 +480,20 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(study.base_model)
     results, seconds = {}, {}
-    rounds = selfplay_rounds(arms)
-    for name in arms:
-        if selfplay_round(name):
-            seconds.setdefault("selfplay", selfplay(study, rounds))
+    parsed = {name: parse_arm(name) for name in arms}
+    rounds = selfplay_rounds(list(parsed.values()))
+    for name, arm in parsed.items():
+        if arm.round is not None:
+            if arm.run not in seconds:
+                seconds[arm.run] = selfplay(arm, study, rounds[arm.run])
         elif name != "base":
             seconds[name] = train(name, study)
         results[name] = evaluate(name, study, tokenizer)
         print(f"{name}: accuracy {sum(results[name]['scores']) / len(results[name]['scores']):.3f}",
               flush=True)
     summary = summarise(results)
-    for name in filter(selfplay_round, summary):  # how much of its own data each round solves
-        record = round_record(study, selfplay_round(name))
+    for name in (n for n in summary if parsed[n].round):  # how much of its own data it solves
+        record = round_record(study, parsed[name])
         summary[name].update({k: record.get(k) for k in ROUND_KEYS})
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
               "study": {k: str(v) for k, v in dataclasses.asdict(study).items()},

@@ -125,10 +125,9 @@ def test_stop_token_cuts_completion(gen):
     ps = prompts(gen, 1)
     settings = SamplingSettings(max_new_tokens=6, temperature=0)
     enc = gen.tokenizer(ps, add_special_tokens=False, return_tensors="pt")
+    config = gen._generation_config(settings, gen.stop_ids(settings), settings.max_new_tokens)
     with torch.inference_mode():
-        out = gen.model.generate(
-            **enc, generation_config=gen._generation_config(settings, gen.stop_ids(settings))
-        )
+        out = gen.model.generate(**enc, generation_config=config).sequences
     new = out[0, enc["input_ids"].shape[1] :].tolist()
     stop_tok = gen.tokenizer.convert_ids_to_tokens(new[2])
     first = new.index(new[2])
@@ -137,6 +136,36 @@ def test_stop_token_cuts_completion(gen):
     assert comp.text == gen.tokenizer.decode(new[:first], skip_special_tokens=True)
     with pytest.raises(ValueError, match="not a single token"):
         gen.stop_ids(SamplingSettings(stop_tokens=("no such token",)))
+
+
+def test_finished_rows_leave_the_batch_and_nothing_else_changes(model_dir, monkeypatch):
+    """Rows that hit a stop token are dropped between generate() segments: greedy answers are
+    those of one uninterrupted generate() call, and the later segments run fewer rows."""
+    from axolotl_ipo.sampling import transformers_backend
+
+    monkeypatch.setattr(transformers_backend, "DROP_FINISHED_EVERY", 3)
+    whole = TransformersGenerator(model_dir, drop_finished=False)
+    ps = prompts(whole, 3)
+    free = SamplingSettings(max_new_tokens=12, temperature=0)
+    with torch.inference_mode():
+        ids = whole._decode(*whole._encode(ps), free, whole.stop_ids(free))
+    # a stop token that ends one row within the first segment and another row after it
+    stop = next(t for row in ids for t in row[:3] if any(t not in other[:4] for other in ids))
+    stop = whole.tokenizer.convert_ids_to_tokens(stop)
+    settings = SamplingSettings(max_new_tokens=12, temperature=0, stop_tokens=(stop,))
+    want = whole.generate(ps, settings, seed=0)
+    assert min(c.n_tokens for c in want) <= 3 < max(c.n_tokens for c in want)
+    dropping = TransformersGenerator(model_dir)
+    rows = []
+    real = dropping.model.generate
+    monkeypatch.setattr(dropping.model, "generate",
+                        lambda **kw: rows.append(kw["input_ids"].shape[0]) or real(**kw))
+    assert dropping.generate(ps, settings, seed=0) == want
+    assert rows[0] == 3 and rows[1] < 3 and len(rows) > 1
+    sampled = SamplingSettings(max_new_tokens=12, temperature=1.0, stop_tokens=(stop,))
+    again = dropping.generate(ps, sampled, seed=5)
+    assert again == dropping.generate(ps, sampled, seed=5)  # seeded: the same after a resume
+    assert all(c.n_tokens <= 12 for c in again)
 
 
 def test_checkpoint_generation_defaults_ignored(model_dir, tmp_path):

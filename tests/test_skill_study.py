@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import load_script, write_jsonl
 
@@ -72,13 +73,64 @@ def test_sft_then_ipo_needs_the_sft_arm(tmp_path):
         skill_study.arm_config("sft_then_ipo", make_study(tmp_path))
 
 
-def test_selfplay_arms_are_parsed_as_rounds(tmp_path):
+def test_selfplay_arms_are_parsed_as_rounds_of_one_run(tmp_path):
     base = ["--train", "t", "--heldout", "h", "--check", "rouge", "--json", "o"]
     _, arms, _ = skill_study.parse_args([*base, "--arms", "base,selfplay_1,selfplay_3"])
-    assert skill_study.selfplay_rounds(arms) == 3 and skill_study.selfplay_rounds(["ipo"]) == 0
-    for bad in ("selfplay_0", "selfplay_x", "selfplay_"):
+    parsed = [skill_study.parse_arm(n) for n in arms]
+    assert skill_study.selfplay_rounds(parsed) == {"selfplay": 3}
+    assert skill_study.selfplay_rounds([skill_study.parse_arm("ipo")]) == {}
+    sweep = [skill_study.parse_arm(n) for n in
+             ("selfplay_sft_1@1.0-s20", "selfplay_sft_2@1.0-s20", "selfplay_sft_1@0.3")]
+    assert [(a.kind, a.round, a.tau, a.steps) for a in sweep] == [
+        ("selfplay_sft", 1, 1.0, 20), ("selfplay_sft", 2, 1.0, 20), ("selfplay_sft", 1, 0.3, None)]
+    assert skill_study.selfplay_rounds(sweep) == {"selfplay_sft@1.0-s20": 2, "selfplay_sft@0.3": 1}
+    for bad in ("selfplay_0", "selfplay_x", "selfplay_", "selfplay", "selfplay_sft",
+                "selfplay_1-s0", "ipo_3"):
         with pytest.raises(SystemExit):
             skill_study.parse_args([*base, "--arms", f"base,{bad}"])
+
+
+def test_selfplay_runs_its_recipe_at_its_tau_and_steps_per_round(tmp_path, monkeypatch):
+    study = make_study(tmp_path, steps=60)
+    calls = []
+    monkeypatch.setattr(skill_study, "run_logged", lambda argv, log, what: calls.append(argv))
+    arm = skill_study.parse_arm("selfplay_sft_3@1.0-s20")
+    assert skill_study.selfplay(arm, study, 3) is not None
+    run = study.work / "selfplay_sft@1.0-s20"
+    cfg = yaml.safe_load((run / "config.yml").read_text())
+    assert calls[0][-4:] == ["selfplay", str(run / "config.yml"), "--rounds", "3"]
+    assert cfg["max_steps"] == 20 and cfg["ipo_tau"] == 1.0 and cfg["output_dir"] == str(run)
+    assert cfg["ipo_sft_weight"] == study.sft_weight and cfg["rl"] == "ipo"
+    plain = skill_study.parse_arm("selfplay_2")
+    skill_study.selfplay(plain, study, 2)
+    cfg = yaml.safe_load((study.work / "selfplay" / "config.yml").read_text())
+    assert cfg["max_steps"] == 60 and cfg["ipo_tau"] == study.tau and "ipo_sft_weight" not in cfg
+
+
+def test_an_arm_with_its_own_steps_has_its_own_run_and_only_the_steps_differ(tmp_path):
+    study = make_study(tmp_path)
+    sft, longer = skill_study.arm_config("sft", study), skill_study.arm_config("sft-s120", study)
+    assert sft["max_steps"] == 60 and longer["max_steps"] == 120
+    assert longer["output_dir"] == str(study.work / "sft-s120" / "model")
+    drop = ("max_steps", "output_dir", "dataset_prepared_path")
+    assert {k: v for k, v in sft.items() if k not in drop} == {
+        k: v for k, v in longer.items() if k not in drop}
+    both = skill_study.arm_config("ipo_sft@0.3-s30", study)
+    assert both["max_steps"] == 30 and both["ipo_tau"] == 0.3
+
+
+def test_sft_then_ipo_sft_adds_the_nll_term_to_sft_then_ipo(tmp_path):
+    study = make_study(tmp_path)
+    merged = study.work / "sft" / "model" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    plain = skill_study.arm_config("sft_then_ipo@1.0", study)
+    nll = skill_study.arm_config("sft_then_ipo_sft@1.0", study)
+    assert nll["base_model"] == plain["base_model"] == str(merged)
+    assert nll.pop("ipo_sft_weight") == study.sft_weight and "ipo_sft_weight" not in plain
+    drop = ("output_dir", "dataset_prepared_path")
+    assert {k: v for k, v in nll.items() if k not in drop} == {
+        k: v for k, v in plain.items() if k not in drop}
 
 
 def test_an_arm_at_its_own_tau_has_its_own_run_and_only_that_tau_differs(tmp_path):
@@ -97,7 +149,7 @@ def test_an_arm_at_its_own_tau_has_its_own_run_and_only_that_tau_differs(tmp_pat
     base = ["--train", "t", "--heldout", "h", "--check", "rouge", "--json", "o"]
     _, arms, _ = skill_study.parse_args([*base, "--arms", "sft,ipo@1.0,ipo_sft@0.5"])
     assert arms == ["sft", "ipo@1.0", "ipo_sft@0.5"]
-    for bad in ("sft@1.0", "base@1", "ipo@x", "ipo@0", "ipo@-1", "ipo@", "selfplay_1@1"):
+    for bad in ("sft@1.0", "base@1", "ipo@x", "ipo@0", "ipo@-1", "ipo@", "base-s10", "ipo@1@2"):
         with pytest.raises(SystemExit):
             skill_study.parse_args([*base, "--arms", bad])
 

@@ -14,6 +14,8 @@ __all__ = ["TransformersGenerator"]
 
 # Shorter shared prefixes are recomputed per row: a cache copy costs more than it saves.
 MIN_SHARED_PREFIX = 4
+# Finished rows leave the batch every this many new tokens (one `generate` call per segment).
+DROP_FINISHED_EVERY = 8
 
 
 def _as_list(value: Any) -> list[int]:
@@ -67,6 +69,7 @@ class TransformersGenerator:
         trust_remote_code: bool = False,
         share_prefix: bool = True,
         inverse_cdf: bool = True,
+        drop_finished: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -87,6 +90,7 @@ class TransformersGenerator:
             )
         self._attach(model.to(self.device), tokenizer, share_prefix)
         self.inverse_cdf = inverse_cdf
+        self.drop_finished = drop_finished
 
     @classmethod
     def from_model(
@@ -99,6 +103,7 @@ class TransformersGenerator:
         self.device = str(next(model.parameters()).device)
         self._attach(model, tokenizer, share_prefix)
         self.inverse_cdf = True
+        self.drop_finished = True
         return self
 
     def _attach(self, model: Any, tokenizer: Any, share_prefix: bool) -> None:
@@ -132,13 +137,14 @@ class TransformersGenerator:
             )
         return ids
 
-    def _generation_config(self, settings: SamplingSettings, stop: list[int]) -> Any:
-        """Greedy decoding, also when sampling with the inverse-CDF draw (the last logits
-        processor, :meth:`_processors`); the checkpoint's own defaults never apply."""
+    def _generation_config(self, settings: SamplingSettings, stop: list[int], tokens: int) -> Any:
+        """Greedy decoding of ``tokens`` new tokens, also when sampling with the inverse-CDF draw
+        (the last logits processor, :meth:`_processors`); the checkpoint's defaults never apply."""
         from transformers import GenerationConfig
 
         common = {
-            "max_new_tokens": settings.max_new_tokens,
+            "max_new_tokens": tokens,
+            "return_dict_in_generate": True,
             "eos_token_id": stop,
             "pad_token_id": self.tokenizer.pad_token_id,
             "use_cache": True,
@@ -200,30 +206,58 @@ class TransformersGenerator:
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         with torch.inference_mode(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
+            new_tokens = self._decode(ids, mask, cache, settings, stop)
+        return [self._completion(row, set(stop)) for row in new_tokens]
+
+    def _decode(self, ids, mask, cache, settings: SamplingSettings, stop: list[int]):
+        """The new token ids of every row. ``generate`` runs in segments of
+        ``DROP_FINISHED_EVERY`` tokens; after each, rows that produced a stop token leave the
+        batch (their ids, mask and KV-cache rows are dropped) and the rest continue on their
+        own cache, so a batch stops paying for answers that already ended."""
+        torch = self._torch
+        new_tokens: list[list[int]] = [[] for _ in range(ids.shape[0])]
+        active = list(range(ids.shape[0]))
+        left = settings.max_new_tokens
+        stop_set = set(stop)
+        while active and left > 0:
+            tokens = min(DROP_FINISHED_EVERY, left) if self.drop_finished else left
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 past_key_values=cache,
-                generation_config=self._generation_config(settings, stop),
+                generation_config=self._generation_config(settings, stop, tokens),
                 logits_processor=self._processors(settings),
             )
-        new_tokens = out[:, ids.shape[1] :].tolist()
-        stop_set = set(stop)
-        completions = []
-        for ids in new_tokens:
-            cut = next((i for i, t in enumerate(ids) if t in stop_set), None)
-            text_ids = ids if cut is None else ids[:cut]
-            text = self.tokenizer.decode(
-                text_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-            )
-            completions.append(
-                Completion(
-                    text=text,
-                    n_tokens=len(ids) if cut is None else cut + 1,
-                    finish_reason="length" if cut is None else "stop",
-                )
-            )
-        return completions
+            made = out.sequences[:, ids.shape[1] :]
+            left -= made.shape[1]
+            keep = []
+            for k, row in enumerate(made.tolist()):
+                new_tokens[active[k]].extend(row)
+                if not stop_set.intersection(row):
+                    keep.append(k)
+            if len(keep) < len(active) and keep and left > 0:
+                index = torch.tensor(keep, dtype=torch.long, device=out.sequences.device)
+                mask = torch.cat([mask, torch.ones_like(made)], -1)[index]
+                ids, cache = out.sequences[index], select_cache_rows(out.past_key_values, index)
+            else:
+                mask = torch.cat([mask, torch.ones_like(made)], -1)
+                ids, cache = out.sequences, out.past_key_values
+            active = [active[k] for k in keep]
+        return new_tokens
+
+    def _completion(self, ids: list[int], stop: set[int]) -> Completion:
+        """The text before the first stop token (or all of ``ids`` when none came)."""
+        cut = next((i for i, t in enumerate(ids) if t in stop), None)
+        text = self.tokenizer.decode(
+            ids if cut is None else ids[:cut],
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
+        )
+        return Completion(
+            text=text,
+            n_tokens=len(ids) if cut is None else cut + 1,
+            finish_reason="length" if cut is None else "stop",
+        )
 
     def close(self) -> None:
         self.model = None
