@@ -121,3 +121,17 @@ def test_profile_reports_every_variant_with_groups(tiny_model_dir, tmp_path):
         assert "`aten::mm`" in section and "% of the roofline" in section
     with pytest.raises(SystemExit, match="unknown"):
         profile.main(["--variants", "fastest"])
+
+
+def test_finished_rows_benchmark_ends_with_its_ratio(tiny_model_dir, tmp_path, capsys):
+    """benchmarks/finished_rows.py: both variants sample the same prompts; the JSON line's
+    ratio is the shipped variant's rate over the other's."""
+    rows_bench = load_script("benchmarks/finished_rows.py")
+    data = tmp_path / "q.jsonl"
+    rows = [{"instruction": f"Question {i}?", "input": "", "output": "A"} for i in range(3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = rows_bench.main(["--model", str(tiny_model_dir), "--data", str(data), "--n", "3",
+                              "--max-new-tokens", "4", "--json"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    shipped, kept = result["rates"].values()
+    assert result["ratio"] == pytest.approx(shipped / kept) and result["n"] == 3
