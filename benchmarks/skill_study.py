@@ -295,9 +295,30 @@ def load_check(name: str):
     return plugin_check(name)
 
 
-def _words(text: str) -> list[str]:
-    import re
+def pairs_of(arm: Arm, study: Study) -> Path | None:
+    """The sampled pairs an arm trained on (``dpo``: those of ``ipo``), or None (base, sft)."""
+    if arm.round is not None:
+        return pairs_file(study.work / arm.run / f"round-{arm.round}")
+    if arm.kind in ("base", "sft"):
+        return None
+    return pairs_file(study.work / ("ipo" if arm.kind == "dpo" else arm.run))
 
+
+def rejected_score(path: Path, study: Study, eos: str) -> dict:
+    """How good the rejected answers an arm trained on were, by the study's own check against
+    the row's gold answer: their mean score, and the share of pairs. A self-play round's value
+    is how well the model it sampled from already did on its own training prompts."""
+    from axolotl_ipo.sft import extract_examples
+
+    examples, _ = extract_examples(read_jsonl(study.train), "alpaca", str(study.train))
+    check = load_check(study.check)
+    pairs = read_jsonl(path)
+    scores = [float(check(examples[r["row"]].prompt_messages, [examples[r["row"]].gold],
+                          r["rejected"].removesuffix(eos))) for r in pairs]
+    return {"pairs": len(pairs), "rejected_score": sum(scores) / max(len(scores), 1)}
+
+
+def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
@@ -399,11 +420,12 @@ def _ci(arm: dict, other: str) -> str:
 
 
 def table(arms: dict[str, dict]) -> str:
-    lines = ["| arm | accuracy | vs sft [95% CI] | vs base [95% CI] | gold NLL/token | words |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| arm | accuracy | vs sft [95% CI] | vs base [95% CI] | gold NLL/token | words "
+             "| its rejected answers' score |", "|---|---|---|---|---|---|---|"]
     for name, arm in arms.items():
+        rejected = f"{arm['rejected_score']:.3f}" if "rejected_score" in arm else "-"
         lines.append(f"| {name} | {arm['accuracy']:.3f} | {_ci(arm, 'sft')} | {_ci(arm, 'base')} "
-                     f"| {arm['gold_nll']:.3f} | {arm['answer_words']:.1f} |")
+                     f"| {arm['gold_nll']:.3f} | {arm['answer_words']:.1f} | {rejected} |")
     return "\n".join(lines)
 
 
@@ -492,9 +514,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: accuracy {sum(results[name]['scores']) / len(results[name]['scores']):.3f}",
               flush=True)
     summary = summarise(results)
-    for name in (n for n in summary if parsed[n].round):  # how much of its own data it solves
-        record = round_record(study, parsed[name])
-        summary[name].update({k: record.get(k) for k in ROUND_KEYS})
+    for name, arm in parsed.items():
+        if arm.round is not None:  # how much of its own data each round solves
+            record = round_record(study, arm)
+            summary[name].update({k: record.get(k) for k in ROUND_KEYS})
+        pairs = pairs_of(arm, study)
+        if pairs is not None:
+            summary[name].update(rejected_score(pairs, study, tokenizer.eos_token or ""))
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
               "study": {k: str(v) for k, v in dataclasses.asdict(study).items()},
               "arms": summary, "train_seconds": seconds,

@@ -165,6 +165,8 @@ def test_summary_has_paired_intervals():
     assert 0.0 <= lo <= 0.25 <= hi <= 1.0 and hi > lo  # one of four prompts differs
     assert "ci_vs_sft" not in arms["sft"] and arms["sft"]["ci_vs_base"][1] >= 0.25
     assert "| ipo | 0.750 | +0.250" in skill_study.table(arms)
+    arms["ipo"]["rejected_score"] = 0.125
+    assert skill_study.table(arms).splitlines()[-1].endswith("| 0.125 |")
 
 
 @pytest.mark.e2e
@@ -185,6 +187,12 @@ def test_arms_train_through_axolotl_and_are_scored(tiny_model_dir, tmp_path):
         assert ("ci_vs_sft" in report["arms"][name]) == (name != "sft")
         # trained weights differ from the base: the gold answers' NLL moved
         assert report["arms"][name]["gold_nll"] != report["arms"]["base"]["gold_nll"]
+    # the rejected answers each arm trained on, scored by the study's check against the gold
+    assert "rejected_score" not in report["arms"]["sft"]
+    assert report["arms"]["dpo"]["rejected_score"] == report["arms"]["ipo"]["rejected_score"]
+    assert 0 <= report["arms"]["ipo"]["rejected_score"] <= 1
+    pairs = skill_study.read_jsonl(skill_study.pairs_file(study.work / "ipo"))
+    assert report["arms"]["ipo"]["pairs"] == len(pairs) > 0
     ipo_cfg = (study.work / "ipo" / "config.yml").read_text()
     assert "answer_check: normalized" in ipo_cfg and "rl: ipo" in ipo_cfg
     dpo_cfg = (study.work / "dpo" / "config.yml").read_text()
@@ -216,4 +224,15 @@ def test_sft_then_ipo_and_selfplay_rounds(tiny_model_dir, tmp_path):
     assert rounds[1]["generator"] == rounds[0]["model"]  # round 2 samples from round 1's model
     for name in ("selfplay_1", "selfplay_2"):
         assert arms[name]["n"] == 3 and arms[name]["pairs"] > 0 and "ci_vs_sft" in arms[name]
+        assert 0 <= arms[name]["rejected_score"] <= 1
     assert arms["selfplay_2"]["gold_nll"] != arms["selfplay_1"]["gold_nll"]
+
+
+def test_rejected_score_is_the_check_of_each_pairs_rejected_answer_against_its_rows_gold(tmp_path):
+    study = make_study(tmp_path, check="normalized")
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"row": 0, "prompt": "p", "chosen": "3 apples<eos>", "rejected": "3 apples<eos>"},
+        {"row": 1, "prompt": "p", "chosen": "5 apples<eos>", "rejected": "3 apples<eos>"},
+    ])  # row 1's gold is "5 apples": only the first rejected answer is right
+    assert skill_study.rejected_score(pairs, study, "<eos>") == {"pairs": 2, "rejected_score": 0.5}
+    assert skill_study.rejected_score(pairs, study, "")["rejected_score"] == 0.0
