@@ -24,12 +24,29 @@ __all__ = ["InverseCdfSampler", "sampling_processors"]
 
 
 class InverseCdfSampler(LogitsProcessor):
-    """Draw one token per row from softmax(scores); return scores with only it finite."""
+    """Draw one token per row from softmax(scores); return scores with only it finite.
+
+    Each step draws one uniform per row of the batch as it started (``width``); after rows
+    left it (:meth:`keep_rows`), the remaining rows take their own uniforms from that draw, so
+    every row sees the random stream it would have seen had no row left."""
+
+    def __init__(self) -> None:
+        self.width: int | None = None
+        self.rows: torch.Tensor | None = None
+
+    def keep_rows(self, width: int, rows: list[int]) -> None:
+        """The scores' rows are rows ``rows`` of a batch of ``width``."""
+        self.width, self.rows = width, torch.tensor(rows, dtype=torch.long)
+
+    def _uniforms(self, n: int, device: torch.device) -> torch.Tensor:
+        if self.rows is None:
+            return torch.rand((n, 1), device=device)
+        return torch.rand((self.width, 1), device=device)[self.rows.to(device)]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         cdf = torch.softmax(scores.float(), -1).cumsum_(-1)
         # (0, total]: u = 0 could land on a leading zero-probability token
-        u = (1.0 - torch.rand((scores.shape[0], 1), device=scores.device)) * cdf[:, -1:]
+        u = (1.0 - self._uniforms(scores.shape[0], scores.device)) * cdf[:, -1:]
         tokens = torch.searchsorted(cdf, u).clamp_(max=scores.shape[-1] - 1)
         picked = torch.full_like(scores, float("-inf"))
         return picked.scatter_(1, tokens, 0.0)

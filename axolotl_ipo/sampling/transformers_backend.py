@@ -213,20 +213,25 @@ class TransformersGenerator:
         """The new token ids of every row. ``generate`` runs in segments of
         ``DROP_FINISHED_EVERY`` tokens; after each, rows that produced a stop token leave the
         batch (their ids, mask and KV-cache rows are dropped) and the rest continue on their
-        own cache, so a batch stops paying for answers that already ended."""
+        own cache, so a batch stops paying for answers that already ended. The sampler draws
+        for the full batch at every step, so dropping rows leaves each row's answer as it was."""
         torch = self._torch
-        new_tokens: list[list[int]] = [[] for _ in range(ids.shape[0])]
-        active = list(range(ids.shape[0]))
+        width = ids.shape[0]
+        new_tokens: list[list[int]] = [[] for _ in range(width)]
+        active = list(range(width))
         left = settings.max_new_tokens
         stop_set = set(stop)
+        processors = self._processors(settings)
         while active and left > 0:
             tokens = min(DROP_FINISHED_EVERY, left) if self.drop_finished else left
+            if processors is not None and len(active) < width:  # the draw of the full batch
+                processors[-1].keep_rows(width, active)
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 past_key_values=cache,
                 generation_config=self._generation_config(settings, stop, tokens),
-                logits_processor=self._processors(settings),
+                logits_processor=processors,
             )
             made = out.sequences[:, ids.shape[1] :]
             left -= made.shape[1]
