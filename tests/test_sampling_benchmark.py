@@ -135,3 +135,15 @@ def test_finished_rows_benchmark_ends_with_its_ratio(tiny_model_dir, tmp_path, c
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     shipped, kept = result["rates"].values()
     assert result["ratio"] == pytest.approx(shipped / kept) and result["n"] == 3
+
+
+def test_eval_flops_counts_each_prompt_once_and_every_matmul_weight():
+    """benchmarks/eval_flops.py: distinct prompts run once with their common prefix once; the
+    FLOPs per token are 2 x the weights of the projections, the MLP and the LM head."""
+    flops = load_script("benchmarks/eval_flops.py")
+    assert flops.prompt_tokens([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3, 4]]) == 2 + 2 + 1
+    assert flops.prompt_tokens([[7, 8]]) == 2
+    config = types.SimpleNamespace(hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=10)
+    # per layer: q, o 8x8; k, v 8x4; gate, up, down 8x16 -> 64*2 + 32*2 + 128*3 = 576
+    assert flops.flops_per_token(config) == 2 * (2 * 576 + 8 * 10)
