@@ -437,8 +437,10 @@ def plot(arms: dict[str, dict], path: Path, title: str) -> None:
 
     names = list(arms)
     values = [arms[n]["accuracy"] for n in names]
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
-    ax.bar(names, values, color=["#999" if n in ("base", "sft") else "#3a7" for n in names])
+    fig, ax = plt.subplots(figsize=(0.9 * len(names) + 2, 4.5))
+    baselines = [(parse_arm(n) or Arm(n, n)).kind in ("base", "sft") for n in names]
+    ax.bar(names, values, color=["#999" if b else "#3a7" for b in baselines])
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     if "sft" in arms:  # the bar to beat
         ax.axhline(arms["sft"]["accuracy"], color="#555", linestyle="--", linewidth=1)
     ax.set_ylabel("held-out accuracy")
