@@ -48,23 +48,26 @@ def prompt_tokens(ids: list[list[int]]) -> int:
 
 
 def count(cfg: dict, eval_dir: Path, tokenizer, max_new_tokens: int) -> dict[str, int]:
-    n = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    ids = lambda rows: [tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]  # noqa: E731
-                        for r in rows]
+    def n(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompts(rows: list[dict]) -> int:
+        return prompt_tokens([tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
+                              for r in rows])
+
     prepared = Path(cfg["dataset_prepared_path"])
     held = read_jsonl(next(prepared.glob("ipo_heldout_pairs/*/pairs.jsonl")))
     train = read_jsonl(sorted(prepared.glob("ipo_pairs/*/pairs.jsonl"))[-1])[:256]
-    counts = {"held-out sampling": prompt_tokens(ids(held)) + sum(n(r["rejected"]) for r in held)}
-    held_scoring = prompt_tokens(ids(held)) + sum(n(r["chosen"]) + n(r["rejected"]) for r in held)
-    train_scoring = prompt_tokens(ids(train)) + sum(n(r["chosen"]) + n(r["rejected"])
-                                                    for r in train)
+    held_prompts = prompts(held)
+    counts = {"held-out sampling": held_prompts + sum(n(r["rejected"]) for r in held)}
+    held_scoring = held_prompts + sum(n(r["chosen"]) + n(r["rejected"]) for r in held)
+    train_scoring = prompts(train) + sum(n(r["chosen"]) + n(r["rejected"]) for r in train)
     for model in ("base", "trained"):
         answers = read_jsonl(eval_dir / f"predictions_{model}.jsonl")
         counts[f"{model}: held-out scoring"] = held_scoring
         counts[f"{model}: training-pair scoring"] = train_scoring
-        counts[f"{model}: greedy answers"] = prompt_tokens(
-            [tokenizer(r["prompt"], add_special_tokens=False)["input_ids"] for r in answers]
-        ) + sum(min(max_new_tokens, n(r["prediction"]) + 1) for r in answers)
+        counts[f"{model}: greedy answers"] = prompts(answers) + sum(
+            min(max_new_tokens, n(r["prediction"]) + 1) for r in answers)
     return counts
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -134,15 +135,22 @@ def common_config(study: Study, out: Path) -> dict:
     }
 
 
-def messages_file(study: Study) -> Path:
-    """The training rows as chat messages, built by the plugin's own alpaca reader, so the SFT
-    arm's prompts are exactly the prompts the IPO arms sample and train on."""
+@functools.cache
+def training_examples(study: Study) -> list:
+    """The training rows read by the plugin's own alpaca reader (row i is example i: a row it
+    cannot read ends the study)."""
     from axolotl_ipo.sft import extract_examples
 
-    rows = read_jsonl(study.train)
-    examples, invalid = extract_examples(rows, "alpaca", str(study.train))
+    examples, invalid = extract_examples(read_jsonl(study.train), "alpaca", str(study.train))
     if invalid:
         raise SystemExit(f"{study.train}: {invalid[0].message}")
+    return examples
+
+
+def messages_file(study: Study) -> Path:
+    """The training rows as chat messages, so the SFT arm's prompts are exactly the prompts the
+    IPO arms sample and train on."""
+    examples = training_examples(study)
     path = study.work / "sft_messages.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -306,11 +314,9 @@ def pairs_of(arm: Arm, study: Study) -> Path | None:
 
 def rejected_score(path: Path, study: Study, eos: str) -> dict:
     """How good the rejected answers an arm trained on were, by the study's own check against
-    the row's gold answer: their mean score, and the share of pairs. A self-play round's value
-    is how well the model it sampled from already did on its own training prompts."""
-    from axolotl_ipo.sft import extract_examples
-
-    examples, _ = extract_examples(read_jsonl(study.train), "alpaca", str(study.train))
+    the row's gold answer: how many pairs and their mean score. A self-play round's value is
+    how well the model it sampled from already did on its own training prompts."""
+    examples = training_examples(study)
     check = load_check(study.check)
     pairs = read_jsonl(path)
     scores = [float(check(examples[r["row"]].prompt_messages, [examples[r["row"]].gold],

@@ -240,13 +240,11 @@ class TransformersGenerator:
                 new_tokens[active[k]].extend(row)
                 if not stop_set.intersection(row):
                     keep.append(k)
-            if len(keep) < len(active) and keep and left > 0:
-                index = torch.tensor(keep, dtype=torch.long, device=out.sequences.device)
-                mask = torch.cat([mask, torch.ones_like(made)], -1)[index]
-                ids, cache = out.sequences[index], select_cache_rows(out.past_key_values, index)
-            else:
-                mask = torch.cat([mask, torch.ones_like(made)], -1)
-                ids, cache = out.sequences, out.past_key_values
+            ids, cache = out.sequences, out.past_key_values
+            mask = torch.cat([mask, torch.ones_like(made)], -1)
+            if keep and len(keep) < len(active) and left > 0:
+                index = torch.tensor(keep, dtype=torch.long, device=ids.device)
+                ids, mask, cache = ids[index], mask[index], select_cache_rows(cache, index)
             active = [active[k] for k in keep]
         return new_tokens
 
