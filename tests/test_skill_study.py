@@ -54,6 +54,18 @@ def test_arms_differ_only_in_their_loss_and_data(tmp_path):
         skill_study.arm_config("rlhf", study)
 
 
+def test_num_samples_reaches_every_sampled_arm_and_only_when_set(tmp_path):
+    default = make_study(tmp_path, check="number")
+    assert "num_samples" not in skill_study.arm_config("ipo", default)["rejection_sampling"]
+    more = make_study(tmp_path, check="number", num_samples=4)
+    for arm in ("ipo", "ipo_sft@0.5"):
+        sampling = skill_study.arm_config(arm, more)["rejection_sampling"]
+        assert sampling["num_samples"] == 4 and sampling["answer_check"] == "number"
+    study, _, _ = skill_study.parse_args(["--train", "t", "--heldout", "h", "--check", "number",
+                                          "--json", "o", "--num-samples", "3"])
+    assert study.num_samples == 3
+
+
 def test_sft_then_ipo_starts_from_the_merged_sft_model(tmp_path):
     study = make_study(tmp_path)
     merged = study.work / "sft" / "model" / "merged"
