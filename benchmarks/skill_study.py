@@ -404,7 +404,9 @@ def evaluate(name: str, study: Study, tokenizer) -> dict:
 
 # ---- report -----------------------------------------------------------------------------------
 
-def summarise(results: dict[str, dict]) -> dict[str, dict]:
+def summarise(results: dict[str, dict], versus: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Each arm's mean score, and its paired change against `sft`, `base` and each of
+    ``versus`` (e.g. the SFT arm with as many steps as a two-stage arm)."""
     from axolotl_ipo.evaluation.metrics import paired_bootstrap
 
     arms = {}
@@ -412,7 +414,7 @@ def summarise(results: dict[str, dict]) -> dict[str, dict]:
         scores = res["scores"]
         arm = {"accuracy": sum(scores) / len(scores), "gold_nll": res["gold_nll"],
                "answer_words": res["words"], "n": len(scores)}
-        for other in ("sft", "base"):
+        for other in dict.fromkeys(("sft", "base", *versus)):
             if other in results and other != name:
                 ci = paired_bootstrap(results[other]["scores"], scores)
                 arm[f"change_vs_{other}"] = ci["change"]
@@ -428,12 +430,15 @@ def _ci(arm: dict, other: str) -> str:
     return f"{arm[f'change_vs_{other}']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
-def table(arms: dict[str, dict]) -> str:
-    lines = ["| arm | accuracy | vs sft [95% CI] | vs base [95% CI] | gold NLL/token | words "
-             "| its rejected answers' score |", "|---|---|---|---|---|---|---|"]
+def table(arms: dict[str, dict], versus: tuple[str, ...] = ()) -> str:
+    others = list(dict.fromkeys(("sft", "base", *versus)))
+    lines = ["| arm | accuracy | " + " | ".join(f"vs {o} [95% CI]" for o in others)
+             + " | gold NLL/token | words | its rejected answers' score |",
+             "|---|---|" + "---|" * len(others) + "---|---|---|"]
     for name, arm in arms.items():
         rejected = f"{arm['rejected_score']:.3f}" if "rejected_score" in arm else "-"
-        lines.append(f"| {name} | {arm['accuracy']:.3f} | {_ci(arm, 'sft')} | {_ci(arm, 'base')} "
+        cis = " | ".join(_ci(arm, o) for o in others)
+        lines.append(f"| {name} | {arm['accuracy']:.3f} | {cis} "
                      f"| {arm['gold_nll']:.3f} | {arm['answer_words']:.1f} | {rejected} |")
     return "\n".join(lines)
 
@@ -484,6 +489,8 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
     p.add_argument("--tau", type=float, default=0.1)
     p.add_argument("--sft-weight", type=float, default=1.0)
     p.add_argument("--learning-rate", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=42,
+                   help="training and sampling seed (a replicate: a new --work folder)")
     p.add_argument("--sequence-len", type=int, default=512)
     p.add_argument("--sample-tokens", type=int, default=64)
     p.add_argument("--answer-tokens", type=int, default=64)
@@ -492,6 +499,8 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
     p.add_argument("--limit", type=int, help="evaluate the first N held-out rows")
     p.add_argument("--base-model", default=".cache/models/SmolLM2-135M-Instruct")
     p.add_argument("--work", type=Path, default=Path("outputs/skill_study"))
+    p.add_argument("--versus", default="",
+                   help="arms every arm is also compared with, e.g. sft-s120 for sft_then_* arms")
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--plot", type=Path)
     a = p.parse_args(argv)
@@ -502,9 +511,13 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
                 f"{'_K, '.join(SELFPLAY)}_K (K = 1, 2, ...), each but base optionally with "
                 f"-sSTEPS and each but base and sft with @TAU (ipo@1.0, sft-s120, "
                 f"selfplay_sft_3@1.0-s20)")
+    a.versus = tuple(n.strip() for n in a.versus.split(",") if n.strip())
+    missing = [n for n in a.versus if n not in arms]
+    if missing:
+        p.error(f"--versus: {', '.join(missing)} not in --arms; add it there")
     study = Study(a.train.resolve(), a.heldout.resolve(), a.check, a.work.resolve(),
                   a.base_model, a.steps, a.tau, a.sft_weight, a.learning_rate, a.sequence_len,
-                  a.sample_tokens, a.answer_tokens, a.limit, num_samples=a.num_samples)
+                  a.sample_tokens, a.answer_tokens, a.limit, a.seed, a.num_samples)
     return study, arms, a
 
 
@@ -526,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = evaluate(name, study, tokenizer)
         print(f"{name}: accuracy {sum(results[name]['scores']) / len(results[name]['scores']):.3f}",
               flush=True)
-    summary = summarise(results)
+    summary = summarise(results, args.versus)
     for name, arm in parsed.items():
         if arm.round is not None:  # how much of its own data each round solves
             record = round_record(study, arm)
@@ -540,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(table(summary))
+    print(table(summary, args.versus))
     if args.plot:
         plot(summary, args.plot, f"{study.train.name}: held-out {study.check}")
     return 0

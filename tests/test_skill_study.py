@@ -1,6 +1,7 @@
 """benchmarks/skill_study.py: its configs differ only where the arms differ, its ROUGE-L is the
 textbook one, and arms train through the real Axolotl CLI on the tiny model and are scored."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -62,8 +63,10 @@ def test_num_samples_reaches_every_sampled_arm_and_only_when_set(tmp_path):
         sampling = skill_study.arm_config(arm, more)["rejection_sampling"]
         assert sampling["num_samples"] == 4 and sampling["answer_check"] == "number"
     study, _, _ = skill_study.parse_args(["--train", "t", "--heldout", "h", "--check", "number",
-                                          "--json", "o", "--num-samples", "3"])
-    assert study.num_samples == 3
+                                          "--json", "o", "--num-samples", "3", "--seed", "7"])
+    assert study.num_samples == 3 and study.seed == 7
+    replicate = skill_study.arm_config("ipo", dataclasses.replace(more, seed=7))
+    assert replicate["seed"] == 7 and replicate["rejection_sampling"]["seed"] == 7
 
 
 def test_sft_then_ipo_starts_from_the_merged_sft_model(tmp_path):
@@ -179,6 +182,23 @@ def test_summary_has_paired_intervals():
     assert "| ipo | 0.750 | +0.250" in skill_study.table(arms)
     arms["ipo"]["rejected_score"] = 0.125
     assert skill_study.table(arms).splitlines()[-1].endswith("| 0.125 |")
+
+
+def test_versus_adds_a_paired_comparison_with_the_arm_named():
+    results = {"sft": {"scores": [1.0, 0.0, 1.0, 0.0], "gold_nll": 2.0, "words": 2.0},
+               "sft-s120": {"scores": [1.0, 1.0, 0.0, 0.0], "gold_nll": 2.0, "words": 2.0},
+               "sft_then_ipo": {"scores": [1.0, 1.0, 1.0, 1.0], "gold_nll": 2.5, "words": 3.0}}
+    arms = skill_study.summarise(results, ("sft-s120",))
+    assert arms["sft_then_ipo"]["change_vs_sft-s120"] == 0.5
+    assert arms["sft"]["change_vs_sft-s120"] == 0.0 and "ci_vs_sft-s120" not in arms["sft-s120"]
+    header, _, *rows = skill_study.table(arms, ("sft-s120",)).splitlines()
+    assert "vs sft-s120 [95% CI]" in header
+    assert rows[-1].startswith("| sft_then_ipo | 1.000 | +0.500") and "| +0.500 [" in rows[-1]
+    base = ["--train", "t", "--heldout", "h", "--check", "number", "--json", "o"]
+    with pytest.raises(SystemExit):  # a comparison with an arm that is not run
+        skill_study.parse_args([*base, "--arms", "base,sft", "--versus", "sft-s120"])
+    _, _, args = skill_study.parse_args([*base, "--arms", "sft,sft-s120", "--versus", "sft-s120"])
+    assert args.versus == ("sft-s120",)
 
 
 @pytest.mark.e2e
