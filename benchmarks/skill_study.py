@@ -413,7 +413,8 @@ def summarise(results: dict[str, dict], versus: tuple[str, ...] = ()) -> dict[st
     for name, res in results.items():
         scores = res["scores"]
         arm = {"accuracy": sum(scores) / len(scores), "gold_nll": res["gold_nll"],
-               "answer_words": res["words"], "n": len(scores)}
+               "answer_words": res["words"], "n": len(scores),
+               "scores": scores}  # per held-out row, for pooling replicates
         for other in dict.fromkeys(("sft", "base", *versus)):
             if other in results and other != name:
                 ci = paired_bootstrap(results[other]["scores"], scores)

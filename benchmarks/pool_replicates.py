@@ -1,0 +1,89 @@
+"""Pool replicates of the skill study: the same arms and held-out rows run again with another
+`--seed` (new LoRA initialisation, data order and samples). Each arm's score on each held-out
+row is averaged over the replicates, and ARM minus VERSUS gets a paired bootstrap 95% interval
+over the rows (a row's replicates move together, so seeds are not counted as extra rows).
+
+    python benchmarks/pool_replicates.py docs/skill_study_add240.json \\
+        docs/skill_study_add240_seed7.json --arm sft_then_ipo_sft@1.0-s60 \\
+        --versus sft-s300 --versus sft [--json OUT]
+
+Prints one line per replicate and per comparison, and ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def arm_scores(report: dict, arm: str, path: Path) -> list[float]:
+    entry = report["arms"].get(arm)
+    if entry is None:
+        raise SystemExit(f"{path}: no arm {arm!r}; it has {', '.join(report['arms'])}")
+    if "scores" not in entry:
+        raise SystemExit(f"{path}: arm {arm!r} has no per-row scores; rerun the study to "
+                         "rewrite its JSON (finished arms are reused)")
+    return entry["scores"]
+
+
+def pooled(reports: list[tuple[Path, dict]], arm: str, versus: str) -> dict:
+    """The pooled comparison and each replicate's own."""
+    from axolotl_ipo.evaluation.metrics import paired_bootstrap
+
+    ours = [arm_scores(r, arm, p) for p, r in reports]
+    theirs = [arm_scores(r, versus, p) for p, r in reports]
+    if len({len(s) for s in ours + theirs}) != 1:
+        raise SystemExit("the replicates score different numbers of held-out rows: pool only "
+                         "runs of one held-out file and --limit")
+    rows = len(ours[0])
+    mean = [[sum(col) / len(col) for col in zip(*runs, strict=True)] for runs in (ours, theirs)]
+    per_replicate = []
+    for (_, report), o, t in zip(reports, ours, theirs, strict=True):
+        ci = paired_bootstrap(t, o)
+        per_replicate.append({"seed": report.get("study", {}).get("seed"),
+                              "change": ci["change"], "ci": [ci["low"], ci["high"]]})
+    ci = paired_bootstrap(mean[1], mean[0])
+    return {"arm": arm, "versus": versus, "replicates": len(reports), "rows": rows,
+            "accuracy": sum(mean[0]) / rows, "versus_accuracy": sum(mean[1]) / rows,
+            "change": ci["change"], "ci": [ci["low"], ci["high"]],
+            "per_replicate": per_replicate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("reports", nargs="+", type=Path, help="skill_study --json files")
+    p.add_argument("--arm", required=True)
+    p.add_argument("--versus", action="append", required=True)
+    p.add_argument("--json", type=Path)
+    a = p.parse_args(argv)
+    reports = []
+    for path in a.reports:
+        try:
+            reports.append((path, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, json.JSONDecodeError) as err:
+            raise SystemExit(f"{path}: not a skill_study JSON ({err})") from None
+    results = [pooled(reports, a.arm, v) for v in a.versus]
+    for res in results:
+        for rep in res["per_replicate"]:
+            lo, hi = rep["ci"]
+            print(f"seed {rep['seed']}: {a.arm} minus {res['versus']} "
+                  f"{rep['change']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        lo, hi = res["ci"]
+        print(f"pooled over {res['replicates']} replicates x {res['rows']} rows: {a.arm} "
+              f"{res['accuracy']:.3f} vs {res['versus']} {res['versus_accuracy']:.3f}: "
+              f"{res['change']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    out = {"comparisons": results}
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

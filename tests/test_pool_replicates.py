@@ -1,0 +1,46 @@
+"""benchmarks/pool_replicates.py: replicates are averaged per held-out row, then compared."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import load_script
+
+pool = load_script("benchmarks/pool_replicates.py")
+
+
+def report(tmp_path, seed, arm, versus):
+    path = tmp_path / f"seed{seed}.json"
+    path.write_text(json.dumps({"study": {"seed": str(seed)}, "arms": {
+        "arm": {"scores": arm}, "sft": {"scores": versus}}}))
+    return path
+
+
+def test_pooled_change_is_the_mean_over_rows_of_the_replicates_mean(tmp_path, capsys):
+    a = report(tmp_path, 1, [1, 1, 0, 0], [1, 0, 0, 0])  # +0.25
+    b = report(tmp_path, 2, [1, 1, 1, 0], [1, 0, 0, 0])  # +0.50
+    assert pool.main([str(a), str(b), "--arm", "arm", "--versus", "sft",
+                      "--json", str(tmp_path / "out.json")]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])["comparisons"][0]
+    assert result["change"] == pytest.approx(0.375) and result["rows"] == 4
+    assert result["accuracy"] == pytest.approx(0.625) and result["versus_accuracy"] == 0.25
+    assert [r["change"] for r in result["per_replicate"]] == [0.25, 0.5]
+    assert [r["seed"] for r in result["per_replicate"]] == ["1", "2"]
+    lo, hi = result["ci"]
+    assert 0 <= lo <= 0.375 <= hi <= 0.75
+    assert json.loads((tmp_path / "out.json").read_text())["comparisons"][0] == result
+
+
+def test_replicates_without_scores_or_of_other_rows_are_refused(tmp_path):
+    a = report(tmp_path, 1, [1, 0], [0, 0])
+    b = report(tmp_path, 2, [1, 0, 1], [0, 0, 0])
+    with pytest.raises(SystemExit, match="different numbers of held-out rows"):
+        pool.main([str(a), str(b), "--arm", "arm", "--versus", "sft"])
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"arms": {"arm": {"accuracy": 0.5}, "sft": {"scores": [0]}}}))
+    with pytest.raises(SystemExit, match="no per-row scores; rerun the study"):
+        pool.main([str(old), "--arm", "arm", "--versus", "sft"])
+    with pytest.raises(SystemExit, match="no arm 'ipo'"):
+        pool.main([str(a), "--arm", "ipo", "--versus", "sft"])
