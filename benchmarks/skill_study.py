@@ -241,14 +241,25 @@ def run_logged(argv: list[str], log_path: Path, what: str) -> None:
         raise SystemExit(f"{what} failed (exit {code}); see {log_path}")
 
 
+def same_settings(run: Path, cfg: dict, name: str) -> None:
+    """A finished run is reused only when it was trained with ``cfg`` (a rerun with another
+    --seed, --steps or --num-samples in the same --work would otherwise report the old arm)."""
+    saved = yaml.safe_load((run / "config.yml").read_text(encoding="utf-8"))
+    differ = sorted(k for k in set(cfg) | set(saved) if cfg.get(k) != saved.get(k))
+    if differ:
+        raise SystemExit(f"arm {name}: {run} was trained with other settings "
+                         f"({', '.join(differ)}); use a new --work or delete {run}")
+
+
 def train(name: str, study: Study) -> float | None:
-    """Train one arm with `python -m axolotl.cli.train` (skipped when already trained);
-    returns the training seconds, or None when reused."""
+    """Train one arm with `python -m axolotl.cli.train` (skipped when already trained with
+    the same settings); returns the training seconds, or None when reused."""
     run = study.work / name
     done = run / "trained.json"
-    if done.is_file():
-        return None
     cfg = arm_config(name, study)
+    if done.is_file():
+        same_settings(run, cfg, name)
+        return None
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     started = time.perf_counter()
@@ -264,12 +275,13 @@ def selfplay(arm: Arm, study: Study, rounds: int) -> float | None:
     the command itself); returns its seconds, or None when every round was already done."""
     run = study.work / arm.run
     records = run / "selfplay.json"
-    if records.is_file():
-        if len(json.loads(records.read_text(encoding="utf-8"))["rounds"]) >= rounds:
-            return None
     study = arm.study(study)
     cfg = {**common_config(study, run), **recipe_keys(SELFPLAY[arm.kind], study),
            "output_dir": str(run)}  # round-K/
+    if records.is_file():
+        same_settings(run, cfg, arm.run)
+        if len(json.loads(records.read_text(encoding="utf-8"))["rounds"]) >= rounds:
+            return None
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     started = time.perf_counter()

@@ -122,6 +122,24 @@ def test_selfplay_runs_its_recipe_at_its_tau_and_steps_per_round(tmp_path, monke
     assert cfg["max_steps"] == 60 and cfg["ipo_tau"] == study.tau and "ipo_sft_weight" not in cfg
 
 
+def test_a_finished_arm_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(skill_study, "run_logged", lambda argv, log, what: calls.append(argv))
+    study = make_study(tmp_path, check="number")
+    assert skill_study.train("ipo", study) is not None and len(calls) == 1
+    assert skill_study.train("ipo", study) is None and len(calls) == 1  # reused
+    for other in (dataclasses.replace(study, seed=7), dataclasses.replace(study, num_samples=4)):
+        with pytest.raises(SystemExit, match="trained with other settings .*use a new --work"):
+            skill_study.train("ipo", other)
+    arm = skill_study.parse_arm("selfplay_1")
+    (study.work / "selfplay").mkdir()
+    skill_study.selfplay(arm, study, 1)
+    (study.work / "selfplay" / "selfplay.json").write_text('{"rounds": [{"round": 1}]}')
+    assert skill_study.selfplay(arm, study, 1) is None
+    with pytest.raises(SystemExit, match="seed"):
+        skill_study.selfplay(arm, dataclasses.replace(study, seed=7), 1)
+
+
 def test_an_arm_with_its_own_steps_has_its_own_run_and_only_the_steps_differ(tmp_path):
     study = make_study(tmp_path)
     sft, longer = skill_study.arm_config("sft", study), skill_study.arm_config("sft-s120", study)
