@@ -88,9 +88,9 @@ def add_steps() -> list[dict]:
     = 70 + 15 = 85'); the `number` check reads the final number."""
     rows = []
     for a, b in _additions():
-        tens, units = a // 10 * 10 + b // 10 * 10, a % 10 + b % 10
-        working = f"{a} + {b} = {a // 10 * 10} + {b // 10 * 10} + {a % 10} + {b % 10}"
-        rows.append(_row(f"What is {a} + {b}?", f"{working} = {tens} + {units} = {a + b}"))
+        (ta, ua), (tb, ub) = divmod(a, 10), divmod(b, 10)
+        working = f"{ta * 10} + {tb * 10} + {ua} + {ub} = {(ta + tb) * 10} + {ua + ub}"
+        rows.append(_row(f"What is {a} + {b}?", f"{a} + {b} = {working} = {a + b}"))
     return rows
 
 
