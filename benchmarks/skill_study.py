@@ -18,6 +18,10 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
                 is the generator of the rejected answers and IPO's reference; a new adapter on it
   dpo           `rl: dpo` on exactly the pairs of `ipo`
   sft_then_ipo_sft  the same plus `ipo_sft_weight` (SPIN's order with Iterative RPO's NLL term)
+  sft_then_sft_wrong  the control for sft_then_ipo*: more SFT on the merged SFT model (a new
+                adapter), on the gold answers of exactly the prompts sft_then_ipo gets pairs for
+                (a sample of the SFT model judged wrong, same sampling): is a gain after SFT the
+                preference loss, or the choice of prompts?
   selfplay_K    round K of `axolotl-ipo selfplay` on the `ipo` arm's config: round k samples
                 from and is referenced to round k-1's merged model (K = 1, 2, 3, ...)
   selfplay_sft_K  the same rounds on the `ipo_sft` arm's config
@@ -44,9 +48,10 @@ import yaml
 from offline_env import OFFLINE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = ("base", "sft", "ipo", "ipo_sft", "sft_then_ipo", "sft_then_ipo_sft", "dpo")
+ARMS = ("base", "sft", "ipo", "ipo_sft", "sft_then_ipo", "sft_then_ipo_sft", "sft_then_sft_wrong",
+        "dpo")
 SELFPLAY = {"selfplay": "ipo", "selfplay_sft": "ipo_sft"}  # self-play kind -> its rounds' recipe
-NO_TAU = ("base", "sft")  # the arms without a tau
+NO_TAU = ("base", "sft", "sft_then_sft_wrong")  # the arms without a tau
 ROUND_KEYS = ("pairs", "samples_judged_right", "prompts_already_solved", "loss_first", "loss_last")
 ARM_NAME = re.compile(r"(?P<kind>[a-z_]+?)(?:_(?P<round>\d+))?(?:@(?P<tau>[^@]+?))?"
                       r"(?:-s(?P<steps>\d+))?")
@@ -151,16 +156,22 @@ def training_examples(study: Study) -> list:
 def messages_file(study: Study) -> Path:
     """The training rows as chat messages, so the SFT arm's prompts are exactly the prompts the
     IPO arms sample and train on."""
-    examples = training_examples(study)
     path = study.work / "sft_messages.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [
-        json.dumps({"messages": [*ex.prompt_messages,
-                                 {"role": "assistant", "content": ex.gold}]}) + "\n"
-        for ex in examples
-    ]
-    path.write_text("".join(lines), encoding="utf-8")
+    path.write_text("".join(map(message_line, training_examples(study))), encoding="utf-8")
     return path
+
+
+def message_line(example) -> str:
+    """One training row as a chat-messages JSON line: its prompt, then its gold answer."""
+    return json.dumps({"messages": [*example.prompt_messages,
+                                    {"role": "assistant", "content": example.gold}]}) + "\n"
+
+
+def chat_dataset(path: Path) -> list[dict]:
+    """An SFT dataset of chat messages, rendered by the tokenizer's template (the `sft` arms)."""
+    return [{"path": str(path), "type": "chat_template", "chat_template": "tokenizer_default",
+             "field_messages": "messages"}]
 
 
 def ipo_keys(study: Study) -> dict:
@@ -190,9 +201,12 @@ def arm_config(name: str, study: Study) -> dict:
         raise ValueError(f"unknown arm {name!r}; choose from {', '.join(ARMS)}")
     out, kind, study = study.work / arm.run, arm.kind, arm.study(study)
     cfg = common_config(study, out)
-    if kind == "sft":
-        cfg["datasets"] = [{"path": str(messages_file(study)), "type": "chat_template",
-                            "chat_template": "tokenizer_default", "field_messages": "messages"}]
+    if kind in ("sft", "sft_then_sft_wrong"):
+        if kind == "sft":
+            cfg["datasets"] = chat_dataset(messages_file(study))
+        else:  # written by wrong_rows_file before training
+            cfg["datasets"] = chat_dataset(out / "wrong_messages.jsonl")
+            cfg["base_model"] = str(merged_sft(study))
         # Axolotl auto-enables its Triton LoRA kernels for SFT (never for RL): CUDA only
         cfg.update(dict.fromkeys(LORA_KERNELS, False))
     elif kind in ("ipo", "ipo_sft"):
@@ -217,6 +231,29 @@ def merged_sft(study: Study) -> Path:
                     str(study.work / "sft" / "config.yml")], study.work / "sft" / "merge.log",
                    "merging the sft adapter")
     return merged
+
+
+def wrong_rows_file(arm: Arm, study: Study) -> Path:
+    """The control arm's SFT rows: `axolotl-ipo sample` with sft_then_ipo's sampling (same
+    generator, seed, check and samples per prompt) picks the prompts the SFT model still gets
+    wrong; their rows with the gold answers, as chat messages. Its pairs are kept in
+    ``<run>/pairs`` so they can be compared with sft_then_ipo's."""
+    run, arm_study = study.work / arm.run, arm.study(study)
+    cfg = {**common_config(arm_study, run), **recipe_keys("ipo", arm_study),
+           "base_model": str(merged_sft(study))}
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "sample_config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    run_logged([sys.executable, "-m", "axolotl_ipo.cli", "sample", str(run / "sample_config.yml"),
+                "--output", str(run / "pairs")], run / "sample.log",
+               f"arm {arm.name}: sampling the SFT model's answers")
+    rows = sorted({pair["row"] for pair in read_jsonl(run / "pairs" / "pairs.jsonl")})
+    if not rows:
+        raise SystemExit(f"arm {arm.name}: the SFT model answered every training prompt right; "
+                         "nothing to train on")
+    examples = training_examples(study)
+    path = run / "wrong_messages.jsonl"
+    path.write_text("".join(message_line(examples[i]) for i in rows), encoding="utf-8")
+    return path
 
 
 def pairs_file(run: Path) -> Path:
@@ -261,8 +298,10 @@ def train(name: str, study: Study) -> float | None:
         same_settings(run, cfg, name)
         return None
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     started = time.perf_counter()
+    if parse_arm(name).kind == "sft_then_sft_wrong":
+        wrong_rows_file(parse_arm(name), study)
+    (run / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     run_logged([sys.executable, "-m", "axolotl.cli.train", str(run / "config.yml")],
                run / "train.log", f"arm {name}: training")
     seconds = time.perf_counter() - started
@@ -324,6 +363,8 @@ def pairs_of(arm: Arm, study: Study) -> Path | None:
         return pairs_file(study.work / arm.run / f"round-{arm.round}")
     if arm.kind in ("base", "sft"):
         return None
+    if arm.kind == "sft_then_sft_wrong":  # the pairs that chose its prompts
+        return study.work / arm.run / "pairs" / "pairs.jsonl"
     return pairs_file(study.work / ("ipo" if arm.kind == "dpo" else arm.run))
 
 

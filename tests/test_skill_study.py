@@ -88,6 +88,50 @@ def test_sft_then_ipo_needs_the_sft_arm(tmp_path):
         skill_study.arm_config("sft_then_ipo", make_study(tmp_path))
 
 
+def test_the_control_arm_is_more_sft_on_the_prompts_sft_then_ipo_samples_wrong(tmp_path,
+                                                                              monkeypatch):
+    study = make_study(tmp_path, check="normalized", num_samples=4)
+    merged = study.work / "sft" / "model" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    name = "sft_then_sft_wrong-s9"
+    arm, run = skill_study.parse_arm(name), study.work / name
+    assert skill_study.parse_arm("sft_then_sft_wrong@1.0") is None  # SFT has no tau
+    cfg, sft = skill_study.arm_config(name, study), skill_study.arm_config("sft", study)
+    assert cfg["base_model"] == str(merged) and cfg["max_steps"] == 9 and "rl" not in cfg
+    assert cfg["datasets"] == skill_study.chat_dataset(run / "wrong_messages.jsonl")
+    assert {k: v for k, v in cfg.items() if k not in ("base_model", "output_dir", "datasets",
+            "dataset_prepared_path", "max_steps")} == {k: v for k, v in sft.items() if k not in (
+            "base_model", "output_dir", "datasets", "dataset_prepared_path", "max_steps")}
+
+    calls = []
+
+    def sample(argv, log_path, what):  # stands in for `axolotl-ipo sample CONFIG --output DIR`
+        calls.append(argv)
+        out = Path(argv[argv.index("--output") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        write_jsonl(out / "pairs.jsonl", [{"row": 5, "rejected": "x"}, {"row": 2, "rejected": "y"}])
+
+    monkeypatch.setattr(skill_study, "run_logged", sample)
+    path = skill_study.wrong_rows_file(arm, study)
+    assert calls[0][2:5] == ["axolotl_ipo.cli", "sample", str(run / "sample_config.yml")]
+    # the very sampling of sft_then_ipo at the same steps: generator, seed, check, num_samples
+    sampled = yaml.safe_load((run / "sample_config.yml").read_text())
+    sibling = skill_study.arm_config("sft_then_ipo-s9", study)
+    for key in ("base_model", "rejection_sampling", "datasets", "seed", "sequence_len"):
+        assert sampled[key] == sibling[key]
+    messages = [json.loads(x)["messages"] for x in path.read_text().splitlines()]
+    assert messages == [[{"role": "user", "content": f"What is {a} plus {a + 1}?"},
+                         {"role": "assistant", "content": f"{2 * a + 1} apples"}]
+                        for a in (3, 6)]  # rows 2 and 5, in row order, with their gold answers
+    assert skill_study.pairs_of(arm, study) == run / "pairs" / "pairs.jsonl"
+
+    monkeypatch.setattr(skill_study, "run_logged", lambda argv, *_: write_jsonl(
+        Path(argv[argv.index("--output") + 1]) / "pairs.jsonl", []))  # folder made above
+    with pytest.raises(SystemExit, match="every training prompt right"):
+        skill_study.wrong_rows_file(arm, study)
+
+
 def test_selfplay_arms_are_parsed_as_rounds_of_one_run(tmp_path):
     base = ["--train", "t", "--heldout", "h", "--check", "rouge", "--json", "o"]
     _, arms, _ = skill_study.parse_args([*base, "--arms", "base,selfplay_1,selfplay_3"])
@@ -258,17 +302,28 @@ def test_sft_then_ipo_and_selfplay_rounds(tiny_model_dir, tmp_path):
     out = tmp_path / "study.json"
     study = make_study(tmp_path, str(tiny_model_dir))
     argv = ["--train", str(study.train), "--heldout", str(study.heldout), "--check", "normalized",
-            "--arms", "base,sft,sft_then_ipo,selfplay_1,selfplay_2", "--steps", "2",
+            "--arms", "base,sft,sft_then_ipo,sft_then_sft_wrong,selfplay_1,selfplay_2",
+            "--steps", "2",
             "--sequence-len", "128", "--sample-tokens", "8", "--answer-tokens", "8",
             "--base-model", str(tiny_model_dir), "--work", str(study.work), "--json", str(out)]
     assert skill_study.main(argv) == 0
     arms = json.loads(out.read_text())["arms"]
-    assert list(arms) == ["base", "sft", "sft_then_ipo", "selfplay_1", "selfplay_2"]
+    assert list(arms) == ["base", "sft", "sft_then_ipo", "sft_then_sft_wrong", "selfplay_1",
+                          "selfplay_2"]
     merged = study.work / "sft" / "model" / "merged"
     cfg = (study.work / "sft_then_ipo" / "config.yml").read_text()
     assert f"base_model: {merged}" in cfg and "rl: ipo" in cfg
     sampled = list((study.work / "sft_then_ipo" / "prepared").glob("ipo_pairs/*/pairs.jsonl"))
     assert json.loads(sampled[0].read_text().splitlines()[0])["generator"].endswith(str(merged))
+    # the control samples the same pairs, then SFT-trains on their rows' gold answers
+    control = study.work / "sft_then_sft_wrong"
+    assert (control / "pairs" / "pairs.jsonl").read_bytes() == sampled[0].read_bytes()
+    rows = sorted({p["row"] for p in skill_study.read_jsonl(sampled[0])})
+    trained = (control / "wrong_messages.jsonl").read_text().splitlines()
+    all_rows = (study.work / "sft_messages.jsonl").read_text().splitlines()
+    assert rows and trained == [all_rows[i] for i in rows]
+    assert (control / "model" / "adapter_model.safetensors").is_file()
+    assert arms["sft_then_sft_wrong"]["pairs"] == arms["sft_then_ipo"]["pairs"] == len(rows)
     rounds = json.loads((study.work / "selfplay" / "selfplay.json").read_text())["rounds"]
     assert [r["round"] for r in rounds] == [1, 2]
     assert rounds[1]["generator"] == rounds[0]["model"]  # round 2 samples from round 1's model
