@@ -154,6 +154,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_tokens=None if args.batch_size else sampling.batch_tokens,
         limit=args.limit,
         generate=not args.no_generate,
+        dtype=args.dtype,
     )
     out_dir = Path(args.output or Path(cfg.get("output_dir") or ".") / "ipo_eval")
     try:
@@ -290,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--no-generate", action="store_true", help="skip greedy answers (no task score)"
+    )
+    evaluate.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="precision of both models (auto: bf16 on a GPU, fp32 on CPU; bfloat16 on a CPU "
+        "with AVX-512 BF16 or AMX is faster, its scores differ from fp32's by rounding)",
     )
     evaluate.set_defaults(func=cmd_eval)
     _add_selfplay(sub)

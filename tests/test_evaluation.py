@@ -301,9 +301,29 @@ def test_eval_compares_base_and_trained_model(tiny_model_dir, tmp_path):
         for name, m in report["models"].items()
     }
 
+    # --dtype bfloat16: both models in bf16, its own base cache, the same metrics up to rounding
+    code, log = run([*argv, "--dtype", "bfloat16", "--output", str(tmp_path / "bf16")], tmp_path)
+    assert code == 0, log[-3000:]
+    assert "base model scores: cached" not in log
+    bf16 = json.loads((tmp_path / "bf16" / "metrics.json").read_text())
+    assert bf16["settings"]["dtype"] == "bfloat16" and report["settings"]["dtype"] == "auto"
+    for name in ("base", "trained"):
+        fp32_nll, bf16_nll = report["models"][name]["gold_nll"], bf16["models"][name]["gold_nll"]
+        assert bf16_nll == pytest.approx(fp32_nll, rel=0.02) and bf16_nll != fp32_nll
+
     code, log = run(axolotl_ipo("eval", str(cfg), "--data", str(heldout), "--adapter", "nowhere"),
                     tmp_path)
     assert code != 0 and "holds neither a PEFT adapter" in log and "Traceback" not in log
+
+
+@pytest.mark.parametrize(("name", "expected"), [("auto", "float32"), ("bfloat16", "bfloat16")])
+def test_models_load_in_the_precision_asked_for(tiny_model_dir, name, expected):
+    import torch
+
+    from axolotl_ipo.evaluation.models import load_base
+
+    model = load_base(str(tiny_model_dir), dtype=name)  # auto on a CPU: fp32
+    assert {p.dtype for p in model.parameters()} == {getattr(torch, expected)}
 
 
 def test_trained_kind_tells_adapters_from_full_checkpoints(tmp_path):

@@ -10,26 +10,21 @@ from typing import Any
 __all__ = ["load_base", "load_trained", "trained_kind"]
 
 
-def _dtype(device: str) -> Any:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
 def _device() -> str:
     import torch
 
     return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
 
 
-def load_base(path: str, trust_remote_code: bool = False) -> Any:
+def load_base(path: str, trust_remote_code: bool = False, dtype: str = "auto") -> Any:
+    """The checkpoint in ``dtype`` (``auto``: bf16 on a GPU, fp32 on CPU), in eval mode."""
     from transformers import AutoModelForCausalLM
+
+    from axolotl_ipo.sampling.transformers_backend import resolve_dtype
 
     device = _device()
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=_dtype(device), trust_remote_code=trust_remote_code
+        path, dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code
     )
     return model.to(device).eval()
 
@@ -47,7 +42,9 @@ def trained_kind(path: str | Path) -> str:
     )
 
 
-def load_trained(base: Any, path: str | Path, trust_remote_code: bool = False) -> Any:
+def load_trained(
+    base: Any, path: str | Path, trust_remote_code: bool = False, dtype: str = "auto"
+) -> Any:
     """The trained policy. An adapter is merged into ``base`` in place (scores of ``base`` must
     be taken before this call; merged weights give the same outputs without LoRA's extra small
     matmuls, which dominate CPU generation); a full checkpoint is loaded as its own model."""
@@ -55,4 +52,4 @@ def load_trained(base: Any, path: str | Path, trust_remote_code: bool = False) -
         from peft import PeftModel
 
         return PeftModel.from_pretrained(base, os.fspath(path)).merge_and_unload().eval()
-    return load_base(os.fspath(path), trust_remote_code)
+    return load_base(os.fspath(path), trust_remote_code, dtype)

@@ -47,6 +47,7 @@ class EvalSettings:
     batch_tokens: int | None = DEFAULT_BATCH_TOKENS  # greedy answers: KV-cache tokens per batch
     limit: int | None = None  # evaluate the first N held-out examples
     generate: bool = True  # False: skip the task score (scores only, much faster)
+    dtype: str = "auto"  # both models' precision: auto = bf16 on a GPU, fp32 on CPU
 
 
 @dataclass
@@ -239,15 +240,16 @@ class _BaseModel:
     """The base model, loaded the first time something needs it (never when all its scores
     are cached and nothing is trained)."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Any, dtype: str = "auto") -> None:
         self.path, self.trust = cfg.get("base_model"), bool(cfg.get("trust_remote_code"))
+        self.dtype = dtype
         self.model: Any = None
 
     def get(self) -> Any:
         from .models import load_base
 
         if self.model is None:
-            self.model = load_base(self.path, self.trust)
+            self.model = load_base(self.path, self.trust, self.dtype)
         return self.model
 
 
@@ -305,7 +307,7 @@ def evaluate_model(
     the task scores' changes with paired bootstrap intervals."""
     from .models import load_trained
 
-    base_model = _BaseModel(cfg)
+    base_model = _BaseModel(cfg, settings.dtype)
     max_length = cfg.get("sequence_len")
     started = time.perf_counter()
     base = _base_heldout(cfg, held, tokenizer, settings, cache_dir, base_model)
@@ -320,7 +322,7 @@ def evaluate_model(
         if train_pairs
         else None
     )
-    policy_model = load_trained(base_model.get(), trained, base_model.trust)
+    policy_model = load_trained(base_model.get(), trained, base_model.trust, settings.dtype)
     policy = _score(policy_model, tokenizer, held, settings, max_length)
     results.append(_metrics("trained", policy, base, held, time.perf_counter() - started))
     changes = None

@@ -34,7 +34,9 @@ def _default_device() -> str:
     return "cpu"
 
 
-def _resolve_dtype(dtype: Any, device: str) -> Any:
+def resolve_dtype(dtype: Any, device: str) -> Any:
+    """A torch dtype from a name (``auto``: bf16 on a GPU that supports it, else fp16; fp32 on
+    CPU), shared by the sampler and the evaluation."""
     import torch
 
     if dtype not in (None, "auto"):
@@ -81,7 +83,7 @@ class TransformersGenerator:
             padding_side="left",
             trust_remote_code=trust_remote_code,
         )
-        kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype, self.device)}
+        kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, self.device)}
         if self.device.startswith("cuda"):  # straight onto the GPU, no full copy in host RAM
             kwargs["device_map"] = {"": self.device}
         with whole_model_loading():
