@@ -27,7 +27,9 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
   selfplay_sft_K  the same rounds on the `ipo_sft` arm's config
 An arm name may end in @TAU (its own tau: `ipo@1.0`, `ipo_sft@0.5`, `dpo@0.5` as rl_beta,
 `selfplay_sft_2@1.0`) and -sSTEPS (its own optimizer steps, per round for self-play: `sft-s120`,
-`selfplay_sft_3@1.0-s20`); such an arm has its own run folder, so one table can hold a sweep.
+`selfplay_sft_3@1.0-s20`) and -nSAMPLES (its own samples per prompt, for the arms that sample:
+`sft_then_ipo_sft@1.0-s60-n16`); such an arm has its own run folder, so one table can hold a
+sweep.
 Each arm's training run and evaluation are kept under --work and reused by a rerun.
 """
 
@@ -54,7 +56,7 @@ SELFPLAY = {"selfplay": "ipo", "selfplay_sft": "ipo_sft"}  # self-play kind -> i
 NO_TAU = ("base", "sft", "sft_then_sft_wrong")  # the arms without a tau
 ROUND_KEYS = ("pairs", "samples_judged_right", "prompts_already_solved", "loss_first", "loss_last")
 ARM_NAME = re.compile(r"(?P<kind>[a-z_]+?)(?:_(?P<round>\d+))?(?:@(?P<tau>[^@]+?))?"
-                      r"(?:-s(?P<steps>\d+))?")
+                      r"(?:-s(?P<steps>\d+))?(?:-n(?P<samples>\d+))?")
 PAIRS_TYPE = "axolotl_ipo.sampled_pairs"
 LORA_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
 
@@ -80,13 +82,14 @@ class Study:
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
-    """One arm of the table, parsed from its name: KIND[_ROUND][@TAU][-sSTEPS]."""
+    """One arm of the table, parsed from its name: KIND[_ROUND][@TAU][-sSTEPS][-nSAMPLES]."""
     name: str
     kind: str  # one of ARMS or of SELFPLAY
     round: int | None = None  # K of a self-play arm
     tau: float | None = None
     steps: int | None = None
-    suffix: str = ""  # "@TAU-sSTEPS" as written
+    suffix: str = ""  # "@TAU-sSTEPS-nSAMPLES" as written
+    samples: int | None = None  # samples per prompt (rejection_sampling.num_samples)
 
     @property
     def run(self) -> str:
@@ -94,9 +97,11 @@ class Arm:
         return self.name if self.round is None else self.kind + self.suffix
 
     def study(self, study: Study) -> Study:
-        """The study as this arm trains it: its own tau and steps where its name gives them."""
+        """The study as this arm trains it: its own tau, steps and samples per prompt where its
+        name gives them."""
         return dataclasses.replace(study, tau=self.tau or study.tau,
-                                   steps=self.steps or study.steps)
+                                   steps=self.steps or study.steps,
+                                   num_samples=self.samples or study.num_samples)
 
 
 def parse_arm(name: str) -> Arm | None:
@@ -104,13 +109,15 @@ def parse_arm(name: str) -> Arm | None:
     m = ARM_NAME.fullmatch(name)
     if not m:
         return None
-    kind, rnd, tau, steps = m.group("kind", "round", "tau", "steps")
+    kind, rnd, tau, steps, samples = m.group("kind", "round", "tau", "steps", "samples")
     if kind not in ARMS and kind not in SELFPLAY:
         return None
     if (rnd is None) != (kind not in SELFPLAY) or (rnd is not None and int(rnd) < 1):
         return None
     if (tau is not None and kind in NO_TAU) or (steps is not None and kind == "base"):
         return None
+    if samples is not None and (kind in ("base", "sft", "dpo") or int(samples) < 1):
+        return None  # only the arms that sample have samples per prompt (dpo reuses ipo's)
     try:
         value = None if tau is None else float(tau)
     except ValueError:
@@ -118,7 +125,8 @@ def parse_arm(name: str) -> Arm | None:
     if (value is not None and not value > 0) or (steps is not None and int(steps) < 1):
         return None
     return Arm(name, kind, None if rnd is None else int(rnd), value,
-               None if steps is None else int(steps), name[m.end("round"):] if rnd else "")
+               None if steps is None else int(steps), name[m.end("round"):] if rnd else "",
+               None if samples is None else int(samples))
 
 
 # ---- configs ----------------------------------------------------------------------------------
@@ -563,8 +571,8 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
     if unknown:
         p.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)} or "
                 f"{'_K, '.join(SELFPLAY)}_K (K = 1, 2, ...), each but base optionally with "
-                f"-sSTEPS and each but base and sft with @TAU (ipo@1.0, sft-s120, "
-                f"selfplay_sft_3@1.0-s20)")
+                f"-sSTEPS, each but base and sft with @TAU, each that samples with -nSAMPLES "
+                f"(ipo@1.0, sft-s120, selfplay_sft_3@1.0-s20, sft_then_ipo_sft@1.0-s60-n16)")
     a.versus = tuple(n.strip() for n in a.versus.split(",") if n.strip())
     missing = [n for n in a.versus if n not in arms]
     if missing:

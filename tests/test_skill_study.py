@@ -132,6 +132,26 @@ def test_the_control_arm_is_more_sft_on_the_prompts_sft_then_ipo_samples_wrong(t
         skill_study.wrong_rows_file(arm, study)
 
 
+def test_an_arm_with_its_own_samples_per_prompt_differs_only_there(tmp_path):
+    study = make_study(tmp_path, check="number", num_samples=4)
+    merged = study.work / "sft" / "model" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    arm = skill_study.parse_arm("sft_then_ipo_sft@1.0-s60-n16")
+    assert (arm.kind, arm.tau, arm.steps, arm.samples) == ("sft_then_ipo_sft", 1.0, 60, 16)
+    many = skill_study.arm_config("sft_then_ipo_sft@1.0-s60-n16", study)
+    four = skill_study.arm_config("sft_then_ipo_sft@1.0-s60", study)
+    assert many["rejection_sampling"]["num_samples"] == 16
+    assert four["rejection_sampling"]["num_samples"] == 4
+    same = ("rejection_sampling", "output_dir", "dataset_prepared_path")
+    assert {k: v for k, v in many.items() if k not in same} == {
+        k: v for k, v in four.items() if k not in same}
+    assert {**many["rejection_sampling"], "num_samples": 4} == four["rejection_sampling"]
+    assert skill_study.parse_arm("selfplay_sft_2@1.0-s20-n8").run == "selfplay_sft@1.0-s20-n8"
+    for name in ("sft-n4", "base-n4", "dpo-n4", "ipo-n0", "ipo-n16-s60"):
+        assert skill_study.parse_arm(name) is None, name
+
+
 def test_selfplay_arms_are_parsed_as_rounds_of_one_run(tmp_path):
     base = ["--train", "t", "--heldout", "h", "--check", "rouge", "--json", "o"]
     _, arms, _ = skill_study.parse_args([*base, "--arms", "base,selfplay_1,selfplay_3"])
