@@ -125,6 +125,7 @@ def main() -> None:
         "plugin_over_plain_time": statistics.median(time_ratios),
         "plugin_over_plain_memory": statistics.median(mem_ratios),
         "ipo_lora_over_sft_lora_memory": ipo_vs_sft,
+        "time_ratios": time_ratios, "memory_ratios": mem_ratios,  # per alternating pair
     }
     print("\n| measure | median ratio | target |\n|---|---|---|")
     print(f"| time per step, plugin `rl: ipo` / plain Axolotl | "
