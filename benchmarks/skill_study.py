@@ -307,8 +307,9 @@ def train(name: str, study: Study) -> float | None:
         return None
     run.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if parse_arm(name).kind == "sft_then_sft_wrong":
-        wrong_rows_file(parse_arm(name), study)
+    arm = parse_arm(name)
+    if arm.kind == "sft_then_sft_wrong":
+        wrong_rows_file(arm, study)
     (run / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     run_logged([sys.executable, "-m", "axolotl.cli.train", str(run / "config.yml")],
                run / "train.log", f"arm {name}: training")

@@ -10,19 +10,13 @@ from typing import Any
 __all__ = ["load_base", "load_trained", "trained_kind"]
 
 
-def _device() -> str:
-    import torch
-
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
-
-
 def load_base(path: str, trust_remote_code: bool = False, dtype: str = "auto") -> Any:
     """The checkpoint in ``dtype`` (``auto``: bf16 on a GPU, fp32 on CPU), in eval mode."""
     from transformers import AutoModelForCausalLM
 
-    from axolotl_ipo.sampling.transformers_backend import resolve_dtype
+    from axolotl_ipo.sampling.transformers_backend import default_device, resolve_dtype
 
-    device = _device()
+    device = default_device()
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code
     )

@@ -26,7 +26,8 @@ def _as_list(value: Any) -> list[int]:
     return [int(value)]
 
 
-def _default_device() -> str:
+def default_device() -> str:
+    """``cuda:LOCAL_RANK`` when CUDA is present, else ``cpu`` (the sampler and the evaluation)."""
     import torch
 
     if torch.cuda.is_available():
@@ -77,7 +78,7 @@ class TransformersGenerator:
 
         self.model_path = os.fspath(model_path)
         self.name = f"transformers:{self.model_path}"
-        self.device = device or _default_device()
+        self.device = device or default_device()
         tokenizer = AutoTokenizer.from_pretrained(
             self.model_path,
             padding_side="left",
