@@ -2,6 +2,8 @@
 `--seed` (new LoRA initialisation, data order and samples). Each arm's score on each held-out
 row is averaged over the replicates, and ARM minus VERSUS gets a paired bootstrap 95% interval
 over the rows (a row's replicates move together, so seeds are not counted as extra rows).
+That interval holds the trained models fixed; `seed_ci` is the one for a new training run: a t
+interval over the replicates' own changes (their spread is the seed-to-seed variation).
 
     python benchmarks/pool_replicates.py docs/skill_study_add240.json \\
         docs/skill_study_add240_seed7.json --arm sft_then_ipo_sft@1.0-s60 \\
@@ -51,7 +53,21 @@ def pooled(reports: list[tuple[Path, dict]], arm: str, versus: str) -> dict:
     return {"arm": arm, "versus": versus, "replicates": len(reports), "rows": rows,
             "accuracy": sum(mean[0]) / rows, "versus_accuracy": sum(mean[1]) / rows,
             "change": ci["change"], "ci": [ci["low"], ci["high"]],
+            "seed_ci": seed_interval([r["change"] for r in per_replicate]),
             "per_replicate": per_replicate}
+
+
+def seed_interval(changes: list[float], level: float = 0.95) -> list[float] | None:
+    """Student-t interval of the mean change over replicates (None for fewer than two)."""
+    from scipy import stats
+
+    n = len(changes)
+    if n < 2:
+        return None
+    mean = sum(changes) / n
+    sd = (sum((c - mean) ** 2 for c in changes) / (n - 1)) ** 0.5
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / n**0.5
+    return [mean - half, mean + half]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = res["ci"]
         print(f"pooled over {res['replicates']} replicates x {res['rows']} rows: {a.arm} "
               f"{res['accuracy']:.3f} vs {res['versus']} {res['versus_accuracy']:.3f}: "
-              f"{res['change']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+              f"{res['change']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+              + (f"; over seeds (t, new training runs) [{res['seed_ci'][0]:+.3f}, "
+                 f"{res['seed_ci'][1]:+.3f}]" if res["seed_ci"] else ""))
     out = {"comparisons": results}
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,8 @@ def test_pooled_change_is_the_mean_over_rows_of_the_replicates_mean(tmp_path, ca
     assert result["accuracy"] == pytest.approx(0.625) and result["versus_accuracy"] == 0.25
     assert [r["change"] for r in result["per_replicate"]] == [0.25, 0.5]
     assert [r["seed"] for r in result["per_replicate"]] == ["1", "2"]
+    # over seeds: mean 0.375, sd 0.177, t(1) 12.706 -> half-width 12.706 * 0.125 = 1.588
+    assert result["seed_ci"] == pytest.approx([0.375 - 1.5883, 0.375 + 1.5883], abs=1e-3)
     lo, hi = result["ci"]
     assert 0 <= lo <= 0.375 <= hi <= 0.75
     assert json.loads((tmp_path / "out.json").read_text())["comparisons"][0] == result
@@ -44,3 +46,10 @@ def test_replicates_without_scores_or_of_other_rows_are_refused(tmp_path):
         pool.main([str(old), "--arm", "arm", "--versus", "sft"])
     with pytest.raises(SystemExit, match="no arm 'ipo'"):
         pool.main([str(a), "--arm", "ipo", "--versus", "sft"])
+
+
+def test_the_seed_interval_is_a_t_interval_over_the_replicates_changes():
+    assert pool.seed_interval([0.1]) is None
+    lo, hi = pool.seed_interval([0.04, 0.03, -0.025, 0.055, 0.03])
+    # mean 0.026, sd 0.0303, t(4) 2.776: 0.026 -+ 0.0376
+    assert (lo, hi) == pytest.approx((-0.0116, 0.0636), abs=5e-4)
