@@ -4,7 +4,8 @@
         [--steps 5] [--json FILE] [--profile DIR]
 
 (a) plain Axolotl, `rl: dpo` + `dpo_loss_type: ["ipo"]`, no plugin;  (b) this plugin, `rl: ipo`.
-Same preference pairs, model, LoRA, steps; runs alternate a b a b ... in fresh processes through
+Same preference pairs, model, LoRA, steps; pairs of runs in the order a b, b a, a b ... (so
+neither variant always runs second) in fresh processes through
 `python -m axolotl.cli.train`. Time per step is the trainer's own `train_runtime / steps` (start-up
 excluded), split at the trainer's own step callbacks into the time inside a step (forward,
 backward, optimizer) and between steps (logging, callbacks, the next batch), first two steps
@@ -123,6 +124,12 @@ class Run:
     between_s: float  # median on_step_end -> next on_step_begin: logging, callbacks, next batch
 
 
+def pair_order(i: int) -> tuple[str, str]:
+    """Which variant runs first in pair i: alternating, so an order effect (a warmer machine,
+    page cache) cancels over the pairs instead of adding to one variant."""
+    return ("plain", "plugin") if i % 2 == 0 else ("plugin", "plain")
+
+
 def step_split(marks: list[tuple[str, float]], skip: int = SKIP_STEPS) -> tuple[float, float]:
     """(median time inside a step, median time between steps) from the loop's step marks."""
     begins = [t for kind, t in marks if kind == "begin"]
@@ -197,8 +204,8 @@ def main() -> None:
               f"between {r.between_s:.3f}), peak {r.peak_mib:.0f} MiB", flush=True)
 
     for i in range(args.runs):
-        for name, path in (("plain", plain), ("plugin", plugin)):
-            record(name, path, i)
+        for name in pair_order(i):
+            record(name, {"plain": plain, "plugin": plugin}[name], i)
     for i in range(2):
         record("sft", sft_cfg, i)
 

@@ -38,3 +38,8 @@ def test_profile_diff_lists_the_largest_time_differences_then_count_or_flop_chan
     assert set(later) == {"aten::mul", "aten::cat", "aten::exp"}  # add: same calls and FLOPs
     assert later["aten::cat"][1:3] == (0, 1)
     assert later["aten::exp"][5] is False
+
+
+def test_pairs_alternate_which_variant_runs_first():
+    assert [overhead.pair_order(i) for i in range(3)] == [
+        ("plain", "plugin"), ("plugin", "plain"), ("plain", "plugin")]
