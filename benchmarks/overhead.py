@@ -203,9 +203,10 @@ def main() -> None:
         print(f"run {i + 1} {name:6s}: {r.s_per_step:.3f} s/step (inside {r.inside_s:.3f}, "
               f"between {r.between_s:.3f}), peak {r.peak_mib:.0f} MiB", flush=True)
 
+    variants = {"plain": plain, "plugin": plugin}
     for i in range(args.runs):
         for name in pair_order(i):
-            record(name, {"plain": plain, "plugin": plugin}[name], i)
+            record(name, variants[name], i)
     for i in range(2):
         record("sft", sft_cfg, i)
 
@@ -245,7 +246,7 @@ def main() -> None:
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         ops = {}
-        for name, path in (("plain", plain), ("plugin", plugin)):
+        for name, path in variants.items():
             run(path, args.steps, profile=args.profile / name)
             ops[name] = json.loads((args.profile / f"{name}.json").read_text())
         print(f"\ntorch.profiler, steps {SKIP_STEPS + 1}-{args.steps} of one run each "
