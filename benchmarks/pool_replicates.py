@@ -9,6 +9,10 @@ interval over the replicates' own changes (their spread is the seed-to-seed vari
         docs/skill_study_add240_seed7.json --arm sft_then_ipo_sft@1.0-s60 \\
         --versus sft-s300 --versus sft [--json OUT]
 
+A replicate may be given as ``NEW.json+OLD.json``: two runs of one replicate (the same study
+settings but --work, e.g. arms added later). Their arms are merged; an arm in both must
+have the same score on every row (a retrained arm reproduced), or the pair is refused.
+
 Prints one line per replicate and per comparison, and ends with one JSON line.
 """
 
@@ -70,19 +74,47 @@ def seed_interval(changes: list[float], level: float = 0.95) -> list[float] | No
     return [mean - half, mean + half]
 
 
+def read_report(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"{path}: not a skill_study JSON ({err})") from None
+
+
+def merged_report(spec: str) -> tuple[Path, dict]:
+    """One replicate from ``A.json`` or ``A.json+B.json`` (runs of the same replicate)."""
+    paths = [Path(part) for part in spec.split("+")]
+    reports = [read_report(path) for path in paths]
+    first, merged = reports[0], {**reports[0], "arms": dict(reports[0]["arms"])}
+    for path, report in zip(paths[1:], reports[1:], strict=True):
+        ours, theirs = first.get("study", {}), report.get("study", {})
+        differ = sorted(k for k in (set(ours) | set(theirs)) - {"work"}  # where, not how
+                        if ours.get(k) != theirs.get(k))
+        if differ:
+            raise SystemExit(f"{path}: not the replicate of {paths[0]} (study settings differ: "
+                             f"{', '.join(differ)}); merge only runs of one seed and settings")
+        for arm, entry in report["arms"].items():
+            if arm in merged["arms"]:
+                ours, theirs = (arm_scores(r, arm, q) for r, q in ((merged, paths[0]),
+                                                                   (report, path)))
+                rows = sum(a != b for a, b in zip(ours, theirs, strict=False))
+                if rows or len(ours) != len(theirs):
+                    raise SystemExit(f"{path}: arm {arm!r} scores differently from {paths[0]} "
+                                     f"at {rows} rows; the runs are not the same replicate")
+            else:
+                merged["arms"][arm] = entry
+    return Path(spec), merged
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("reports", nargs="+", type=Path, help="skill_study --json files")
+    p.add_argument("reports", nargs="+",
+                   help="skill_study --json files, one per replicate (or NEW.json+OLD.json)")
     p.add_argument("--arm", required=True)
     p.add_argument("--versus", action="append", required=True)
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
-    reports = []
-    for path in a.reports:
-        try:
-            reports.append((path, json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, json.JSONDecodeError) as err:
-            raise SystemExit(f"{path}: not a skill_study JSON ({err})") from None
+    reports = [merged_report(spec) for spec in a.reports]
     results = [pooled(reports, a.arm, v) for v in a.versus]
     for res in results:
         for rep in res["per_replicate"]:

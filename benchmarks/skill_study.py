@@ -25,6 +25,9 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
   selfplay_K    round K of `axolotl-ipo selfplay` on the `ipo` arm's config: round k samples
                 from and is referenced to round k-1's merged model (K = 1, 2, 3, ...)
   selfplay_sft_K  the same rounds on the `ipo_sft` arm's config
+  sft_then_selfplay_sft_K  round K of those rounds started from the merged `sft` model: round 1
+                is sft_then_ipo_sft, round k samples from and is referenced to round k-1's
+                model (SPIN's and Iterative RPO's iterations after SFT)
 An arm name may end in @TAU (its own tau: `ipo@1.0`, `ipo_sft@0.5`, `dpo@0.5` as rl_beta,
 `selfplay_sft_2@1.0`) and -sSTEPS (its own optimizer steps, per round for self-play: `sft-s120`,
 `selfplay_sft_3@1.0-s20`) and -nSAMPLES (its own samples per prompt, for the arms that sample:
@@ -52,7 +55,8 @@ from offline_env import OFFLINE_ENV
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("base", "sft", "ipo", "ipo_sft", "sft_then_ipo", "sft_then_ipo_sft", "sft_then_sft_wrong",
         "dpo")
-SELFPLAY = {"selfplay": "ipo", "selfplay_sft": "ipo_sft"}  # self-play kind -> its rounds' recipe
+# self-play kind -> its rounds' recipe; the sft_then_ kind starts from the merged sft model
+SELFPLAY = {"selfplay": "ipo", "selfplay_sft": "ipo_sft", "sft_then_selfplay_sft": "ipo_sft"}
 NO_TAU = ("base", "sft", "sft_then_sft_wrong")  # the arms without a tau
 ROUND_KEYS = ("pairs", "samples_judged_right", "prompts_already_solved", "loss_first", "loss_last")
 ARM_NAME = re.compile(r"(?P<kind>[a-z_]+?)(?:_(?P<round>\d+))?(?:@(?P<tau>[^@]+?))?"
@@ -326,6 +330,8 @@ def selfplay(arm: Arm, study: Study, rounds: int) -> float | None:
     study = arm.study(study)
     cfg = {**common_config(study, run), **recipe_keys(SELFPLAY[arm.kind], study),
            "output_dir": str(run)}  # round-K/
+    if arm.kind.startswith("sft_then_"):
+        cfg["base_model"] = str(merged_sft(study))
     if records.is_file():
         same_settings(run, cfg, arm.run)
         if len(json.loads(records.read_text(encoding="utf-8"))["rounds"]) >= rounds:

@@ -53,3 +53,27 @@ def test_the_seed_interval_is_a_t_interval_over_the_replicates_changes():
     lo, hi = pool.seed_interval([0.04, 0.03, -0.025, 0.055, 0.03])
     # mean 0.026, sd 0.0303, t(4) 2.776: 0.026 -+ 0.0376
     assert (lo, hi) == pytest.approx((-0.0116, 0.0636), abs=5e-4)
+
+
+def test_two_runs_of_one_replicate_are_merged_only_when_their_shared_arms_agree(tmp_path,
+                                                                                  capsys):
+    def run(name, study, arms):
+        path = tmp_path / name
+        path.write_text(json.dumps({"study": study, "arms": {
+            arm: {"scores": scores} for arm, scores in arms.items()}}))
+        return str(path)
+
+    study = {"seed": "7", "steps": "240"}
+    old = run("old.json", study, {"sft": [1, 0, 1, 0], "sft-s300": [1, 0, 0, 0]})
+    new = run("new.json", study, {"sft": [1, 0, 1, 0], "rounds": [1, 1, 1, 0]})
+    assert pool.main([f"{new}+{old}", "--arm", "rounds", "--versus", "sft-s300"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])["comparisons"][0]
+    assert result["change"] == pytest.approx(0.5) and result["per_replicate"][0]["seed"] == "7"
+    retrained = run("retrained.json", study, {"sft": [1, 1, 1, 0], "rounds": [1, 1, 1, 0]})
+    with pytest.raises(SystemExit, match="arm 'sft' scores differently .* at 1 rows"):
+        pool.main([f"{retrained}+{old}", "--arm", "rounds", "--versus", "sft-s300"])
+    moved = run("moved.json", {**study, "work": "elsewhere"}, {"rounds": [1, 1, 1, 0]})
+    assert pool.main([f"{moved}+{old}", "--arm", "rounds", "--versus", "sft-s300"]) == 0
+    other = run("other.json", {"seed": "11", "steps": "240"}, {"rounds": [1, 1, 1, 0]})
+    with pytest.raises(SystemExit, match="study settings differ: seed"):
+        pool.main([f"{other}+{old}", "--arm", "rounds", "--versus", "sft-s300"])

@@ -186,6 +186,30 @@ def test_selfplay_runs_its_recipe_at_its_tau_and_steps_per_round(tmp_path, monke
     assert cfg["max_steps"] == 60 and cfg["ipo_tau"] == study.tau and "ipo_sft_weight" not in cfg
 
 
+def test_selfplay_after_sft_starts_its_rounds_from_the_merged_sft_model(tmp_path, monkeypatch):
+    study = make_study(tmp_path, steps=240)
+    merged = study.work / "sft" / "model" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    calls = []
+    monkeypatch.setattr(skill_study, "run_logged", lambda argv, log, what: calls.append(argv))
+    arm = skill_study.parse_arm("sft_then_selfplay_sft_2@1.0-s30")
+    assert (arm.kind, arm.round, arm.tau, arm.steps) == ("sft_then_selfplay_sft", 2, 1.0, 30)
+    assert arm.run == "sft_then_selfplay_sft@1.0-s30"
+    skill_study.selfplay(arm, study, 2)
+    run = study.work / arm.run
+    cfg = yaml.safe_load((run / "config.yml").read_text())
+    assert calls[0][-4:] == ["selfplay", str(run / "config.yml"), "--rounds", "2"]
+    # round 1 is sft_then_ipo_sft at the same tau and steps: only where it is written differs
+    one = skill_study.arm_config("sft_then_ipo_sft@1.0-s30", study)
+    assert cfg["base_model"] == one["base_model"] == str(merged)
+    drop = ("output_dir", "dataset_prepared_path")
+    assert {k: v for k, v in cfg.items() if k not in drop} == {
+        k: v for k, v in one.items() if k not in drop}
+    for bad in ("sft_then_selfplay_sft", "sft_then_selfplay_sft_0", "sft_then_selfplay_2"):
+        assert skill_study.parse_arm(bad) is None, bad
+
+
 def test_a_finished_arm_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(skill_study, "run_logged", lambda argv, log, what: calls.append(argv))
@@ -322,14 +346,15 @@ def test_sft_then_ipo_and_selfplay_rounds(tiny_model_dir, tmp_path):
     out = tmp_path / "study.json"
     study = make_study(tmp_path, str(tiny_model_dir))
     argv = ["--train", str(study.train), "--heldout", str(study.heldout), "--check", "normalized",
-            "--arms", "base,sft,sft_then_ipo,sft_then_sft_wrong,selfplay_1,selfplay_2",
+            "--arms", "base,sft,sft_then_ipo,sft_then_sft_wrong,selfplay_1,selfplay_2,"
+                      "sft_then_selfplay_sft_2",
             "--steps", "2",
             "--sequence-len", "128", "--sample-tokens", "8", "--answer-tokens", "8",
             "--base-model", str(tiny_model_dir), "--work", str(study.work), "--json", str(out)]
     assert skill_study.main(argv) == 0
     arms = json.loads(out.read_text())["arms"]
     assert list(arms) == ["base", "sft", "sft_then_ipo", "sft_then_sft_wrong", "selfplay_1",
-                          "selfplay_2"]
+                          "selfplay_2", "sft_then_selfplay_sft_2"]
     merged = study.work / "sft" / "model" / "merged"
     cfg = (study.work / "sft_then_ipo" / "config.yml").read_text()
     assert f"base_model: {merged}" in cfg and "rl: ipo" in cfg
@@ -351,6 +376,10 @@ def test_sft_then_ipo_and_selfplay_rounds(tiny_model_dir, tmp_path):
         assert arms[name]["n"] == 3 and arms[name]["pairs"] > 0 and "ci_vs_sft" in arms[name]
         assert 0 <= arms[name]["rejected_score"] <= 1
     assert arms["selfplay_2"]["gold_nll"] != arms["selfplay_1"]["gold_nll"]
+    # self-play after SFT: round 1 samples from the merged SFT model, round 2 from round 1's
+    after = json.loads((study.work / "sft_then_selfplay_sft" / "selfplay.json").read_text())
+    assert [r["generator"] for r in after["rounds"]] == [str(merged), after["rounds"][0]["model"]]
+    assert arms["sft_then_selfplay_sft_2"]["pairs"] > 0
 
 
 def test_rejected_score_is_the_check_of_each_pairs_rejected_answer_against_its_rows_gold(tmp_path):
