@@ -50,6 +50,11 @@ class IPOPlugin(BasePlugin):
         cfg.datasets = [upstream_axolotl.config_dict(entry) for entry in entries]
         return upstream_axolotl.load_preference_datasets(cfg)
 
+    def pre_lora_load(self, cfg, model):
+        """`seed` fixes the LoRA initialisation on every supported release."""
+        if config.is_active(cfg):
+            upstream_axolotl.seed_lora_init(cfg)
+
     def get_training_args(self, cfg):
         """Applied after Axolotl's own DPO settings: IPO [+ SFT] with beta = tau, whatever the
         release."""

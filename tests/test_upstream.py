@@ -124,3 +124,26 @@ def test_each_adapter_lists_every_upstream_name_it_imports(adapter):
     ]
     assert not unlisted, f"{adapter.__name__} imports names its REQUIRED does not list: {unlisted}"
 
+
+
+@pytest.mark.parametrize("seeds_itself", [False, True])
+def test_the_lora_init_is_seeded_where_axolotl_does_not_seed_it(monkeypatch, seeds_itself):
+    import torch
+
+    monkeypatch.setattr(upstream_axolotl, "seeds_lora_init", lambda: seeds_itself)
+    expected = torch.manual_seed(5) and torch.rand(3)
+    torch.manual_seed(123)
+    upstream_axolotl.seed_lora_init({"seed": 5})
+    assert torch.equal(torch.rand(3), expected) is not seeds_itself
+    torch.manual_seed(123)
+    unseeded = torch.rand(3)
+    torch.manual_seed(123)
+    upstream_axolotl.seed_lora_init({"seed": None})  # no seed: nothing to fix
+    assert torch.equal(torch.rand(3), unseeded)
+
+
+def test_the_installed_release_is_probed_for_its_own_lora_seeding():
+    from importlib.metadata import version
+
+    minor = tuple(int(part) for part in version("axolotl").split(".")[:2])
+    assert upstream_axolotl.seeds_lora_init() is (minor >= (0, 21))

@@ -34,6 +34,7 @@ REQUIRED = (
     "axolotl.integrations.base:BasePlugin",  # plugin.py's base class
     "axolotl.cli.train",  # TRAIN_MODULE
     "axolotl.cli.merge_lora",  # MERGE_MODULE
+    "axolotl.loaders.model:ModelLoader",  # seeds_lora_init's probe
 )
 
 TRAIN_MODULE = "axolotl.cli.train"  # `python -m` these: self-play's training and LoRA merge
@@ -204,6 +205,26 @@ def guard_cuda_p2p_check() -> None:
 
     guarded.axolotl_ipo_guarded = True
     environment.check_cuda_p2p_support = guarded
+
+
+@lru_cache(maxsize=1)
+def seeds_lora_init() -> bool:
+    """Axolotl >= 0.21 draws a new LoRA adapter's initialisation from `seed` itself
+    (``ModelLoader._reinit_lora_from_seed``); 0.19 from torch's unseeded generator, so two runs
+    of one config start from different adapters."""
+    from axolotl.loaders.model import ModelLoader
+
+    return hasattr(ModelLoader, "_reinit_lora_from_seed")
+
+
+def seed_lora_init(cfg: Mapping[str, Any]) -> None:
+    """Seed torch with the config's `seed` just before Axolotl creates the adapter (the
+    plugin's `pre_lora_load`), on the releases that do not: `seed` then fixes the run."""
+    if cfg.get("seed") is None or seeds_lora_init():
+        return
+    import torch
+
+    torch.manual_seed(int(cfg["seed"]))
 
 
 @lru_cache(maxsize=1)
