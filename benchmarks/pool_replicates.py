@@ -87,9 +87,9 @@ def merged_report(spec: str) -> tuple[Path, dict]:
     reports = [read_report(path) for path in paths]
     first, merged = reports[0], {**reports[0], "arms": dict(reports[0]["arms"])}
     for path, report in zip(paths[1:], reports[1:], strict=True):
-        ours, theirs = first.get("study", {}), report.get("study", {})
-        differ = sorted(k for k in (set(ours) | set(theirs)) - {"work"}  # where, not how
-                        if ours.get(k) != theirs.get(k))
+        settings, other = first.get("study", {}), report.get("study", {})
+        differ = sorted(k for k in (set(settings) | set(other)) - {"work"}  # where, not how
+                        if settings.get(k) != other.get(k))
         if differ:
             raise SystemExit(f"{path}: not the replicate of {paths[0]} (study settings differ: "
                              f"{', '.join(differ)}); merge only runs of one seed and settings")
