@@ -18,6 +18,9 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
                 is the generator of the rejected answers and IPO's reference; a new adapter on it
   dpo           `rl: dpo` on exactly the pairs of `ipo`
   sft_then_ipo_sft  the same plus `ipo_sft_weight` (SPIN's order with Iterative RPO's NLL term)
+  sft_then_sft  the equal-steps control for every sft_then_* arm: more plain SFT on all the
+                training rows from the merged SFT model (a new adapter, as the IPO arms after
+                SFT start one): SFT continued from the very model the preference arms start from
   sft_then_sft_wrong  the control for sft_then_ipo*: more SFT on the merged SFT model (a new
                 adapter), on the gold answers of exactly the prompts sft_then_ipo gets pairs for
                 (a sample of the SFT model judged wrong, same sampling): is a gain after SFT the
@@ -53,11 +56,12 @@ import yaml
 from offline_env import OFFLINE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = ("base", "sft", "ipo", "ipo_sft", "sft_then_ipo", "sft_then_ipo_sft", "sft_then_sft_wrong",
-        "dpo")
+ARMS = ("base", "sft", "ipo", "ipo_sft", "sft_then_ipo", "sft_then_ipo_sft", "sft_then_sft",
+        "sft_then_sft_wrong", "dpo")
 # self-play kind -> its rounds' recipe; the sft_then_ kind starts from the merged sft model
 SELFPLAY = {"selfplay": "ipo", "selfplay_sft": "ipo_sft", "sft_then_selfplay_sft": "ipo_sft"}
-NO_TAU = ("base", "sft", "sft_then_sft_wrong")  # the arms without a tau
+SFT_KINDS = ("sft", "sft_then_sft", "sft_then_sft_wrong")  # plain Axolotl SFT, no plugin
+NO_TAU = ("base", *SFT_KINDS)  # the arms without a tau
 ROUND_KEYS = ("pairs", "samples_judged_right", "prompts_already_solved", "loss_first", "loss_last")
 ARM_NAME = re.compile(r"(?P<kind>[a-z_]+?)(?:_(?P<round>\d+))?(?:@(?P<tau>[^@]+?))?"
                       r"(?:-s(?P<steps>\d+))?(?:-n(?P<samples>\d+))?")
@@ -120,7 +124,8 @@ def parse_arm(name: str) -> Arm | None:
         return None
     if (tau is not None and kind in NO_TAU) or (steps is not None and kind == "base"):
         return None
-    if samples is not None and (kind in ("base", "sft", "dpo") or int(samples) < 1):
+    if samples is not None and (kind in ("base", "sft", "sft_then_sft", "dpo")
+                                or int(samples) < 1):
         return None  # only the arms that sample have samples per prompt (dpo reuses ipo's)
     try:
         value = None if tau is None else float(tau)
@@ -213,11 +218,12 @@ def arm_config(name: str, study: Study) -> dict:
         raise ValueError(f"unknown arm {name!r}; choose from {', '.join(ARMS)}")
     out, kind, study = study.work / arm.run, arm.kind, arm.study(study)
     cfg = common_config(study, out)
-    if kind in ("sft", "sft_then_sft_wrong"):
-        if kind == "sft":
-            cfg["datasets"] = chat_dataset(messages_file(study))
-        else:  # written by wrong_rows_file before training
+    if kind in SFT_KINDS:
+        if kind == "sft_then_sft_wrong":  # written by wrong_rows_file before training
             cfg["datasets"] = chat_dataset(out / "wrong_messages.jsonl")
+        else:
+            cfg["datasets"] = chat_dataset(messages_file(study))
+        if kind != "sft":
             cfg["base_model"] = str(merged_sft(study))
         # Axolotl auto-enables its Triton LoRA kernels for SFT (never for RL): CUDA only
         cfg.update(dict.fromkeys(LORA_KERNELS, False))
@@ -376,7 +382,7 @@ def pairs_of(arm: Arm, study: Study) -> Path | None:
     """The sampled pairs an arm trained on (``dpo``: those of ``ipo``), or None (base, sft)."""
     if arm.round is not None:
         return pairs_file(study.work / arm.run / f"round-{arm.round}")
-    if arm.kind in ("base", "sft"):
+    if arm.kind in ("base", "sft", "sft_then_sft"):
         return None
     if arm.kind == "sft_then_sft_wrong":  # the pairs that chose its prompts
         return study.work / arm.run / "pairs" / "pairs.jsonl"
@@ -521,7 +527,7 @@ def plot(arms: dict[str, dict], path: Path, title: str) -> None:
     names = list(arms)
     values = [arms[n]["accuracy"] for n in names]
     fig, ax = plt.subplots(figsize=(0.9 * len(names) + 2, 4.5))
-    baselines = [(parse_arm(n) or Arm(n, n)).kind in ("base", "sft") for n in names]
+    baselines = [(parse_arm(n) or Arm(n, n)).kind in ("base", *SFT_KINDS) for n in names]
     ax.bar(names, values, color=["#999" if b else "#3a7" for b in baselines])
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     if "sft" in arms:  # the bar to beat

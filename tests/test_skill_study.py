@@ -88,6 +88,26 @@ def test_sft_then_ipo_needs_the_sft_arm(tmp_path):
         skill_study.arm_config("sft_then_ipo", make_study(tmp_path))
 
 
+def test_sft_then_sft_continues_sft_from_the_merged_sft_model_on_every_row(tmp_path):
+    study = make_study(tmp_path)
+    merged = study.work / "sft" / "model" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    assert skill_study.parse_arm("sft_then_sft@1.0") is None  # SFT has no tau
+    assert skill_study.parse_arm("sft_then_sft-n4") is None  # nor samples
+    cfg, sft = skill_study.arm_config("sft_then_sft-s9", study), skill_study.arm_config("sft", study)
+    assert cfg["base_model"] == str(merged) and cfg["max_steps"] == 9 and "rl" not in cfg
+    assert cfg["output_dir"] == str(study.work / "sft_then_sft-s9" / "model")
+    # the sft arm's rows and settings but for where it starts and how many steps it takes
+    assert {k: v for k, v in cfg.items() if k not in ("base_model", "output_dir",
+            "dataset_prepared_path", "max_steps")} == {k: v for k, v in sft.items() if k not in (
+            "base_model", "output_dir", "dataset_prepared_path", "max_steps")}
+    # and the start and steps of the IPO rounds it is the control of
+    rounds = skill_study.arm_config("sft_then_ipo_sft@1.0-s9", study)
+    assert (rounds["base_model"], rounds["max_steps"]) == (cfg["base_model"], cfg["max_steps"])
+    assert skill_study.pairs_of(skill_study.parse_arm("sft_then_sft-s9"), study) is None
+
+
 def test_the_control_arm_is_more_sft_on_the_prompts_sft_then_ipo_samples_wrong(tmp_path,
                                                                               monkeypatch):
     study = make_study(tmp_path, check="normalized", num_samples=4)
@@ -347,14 +367,14 @@ def test_sft_then_ipo_and_selfplay_rounds(tiny_model_dir, tmp_path):
     study = make_study(tmp_path, str(tiny_model_dir))
     argv = ["--train", str(study.train), "--heldout", str(study.heldout), "--check", "normalized",
             "--arms", "base,sft,sft_then_ipo,sft_then_sft_wrong,selfplay_1,selfplay_2,"
-                      "sft_then_selfplay_sft_2",
+                      "sft_then_selfplay_sft_2,sft_then_sft",
             "--steps", "2",
             "--sequence-len", "128", "--sample-tokens", "8", "--answer-tokens", "8",
             "--base-model", str(tiny_model_dir), "--work", str(study.work), "--json", str(out)]
     assert skill_study.main(argv) == 0
     arms = json.loads(out.read_text())["arms"]
     assert list(arms) == ["base", "sft", "sft_then_ipo", "sft_then_sft_wrong", "selfplay_1",
-                          "selfplay_2", "sft_then_selfplay_sft_2"]
+                          "selfplay_2", "sft_then_selfplay_sft_2", "sft_then_sft"]
     merged = study.work / "sft" / "model" / "merged"
     cfg = (study.work / "sft_then_ipo" / "config.yml").read_text()
     assert f"base_model: {merged}" in cfg and "rl: ipo" in cfg
@@ -380,6 +400,11 @@ def test_sft_then_ipo_and_selfplay_rounds(tiny_model_dir, tmp_path):
     after = json.loads((study.work / "sft_then_selfplay_sft" / "selfplay.json").read_text())
     assert [r["generator"] for r in after["rounds"]] == [str(merged), after["rounds"][0]["model"]]
     assert arms["sft_then_selfplay_sft_2"]["pairs"] > 0
+    # the equal-steps control: plain SFT on every row from the merged SFT model, no pairs
+    cont = yaml.safe_load((study.work / "sft_then_sft" / "config.yml").read_text())
+    assert cont["base_model"] == str(merged) and "rl" not in cont
+    assert (study.work / "sft_then_sft" / "model" / "adapter_model.safetensors").is_file()
+    assert "pairs" not in arms["sft_then_sft"] and "ci_vs_sft" in arms["sft_then_sft"]
 
 
 def test_rejected_score_is_the_check_of_each_pairs_rejected_answer_against_its_rows_gold(tmp_path):
