@@ -290,6 +290,7 @@ def run_logged(argv: list[str], log_path: Path, what: str) -> None:
     paths = [str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH")]  # task_checks too
     env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"{what} (log: {log_path})", flush=True)
     with log_path.open("w") as log:
         code = subprocess.call(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     if code:
@@ -346,7 +347,8 @@ def selfplay(arm: Arm, study: Study, rounds: int) -> float | None:
     (run / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     started = time.perf_counter()
     run_logged([sys.executable, "-m", "axolotl_ipo.cli", "selfplay", str(run / "config.yml"),
-                "--rounds", str(rounds)], run / "selfplay.log", f"{arm.run} ({rounds} rounds)")
+                "--rounds", str(rounds)], run / "selfplay.log",
+               f"{arm.run}: axolotl-ipo selfplay, {rounds} rounds")
     return time.perf_counter() - started
 
 
@@ -458,6 +460,7 @@ def evaluate(name: str, study: Study, tokenizer) -> dict:
     if cache.is_file():
         return json.loads(cache.read_text(encoding="utf-8"))
     prompts, golds = heldout_prompts(study, tokenizer)
+    print(f"arm {name}: answering and scoring {len(prompts)} held-out prompts", flush=True)
     model = arm_model(name, study)
     started = time.perf_counter()
     # 32 prompts per batch, no token budget: the batches every arm so far was evaluated with
