@@ -509,7 +509,7 @@ def _ci(arm: dict, other: str) -> str:
 
 
 def table(arms: dict[str, dict], versus: tuple[str, ...] = ()) -> str:
-    others = list(dict.fromkeys(("sft", "base", *versus)))
+    others = [o for o in dict.fromkeys(("sft", "base", *versus)) if o in arms]
     lines = ["| arm | accuracy | " + " | ".join(f"vs {o} [95% CI]" for o in others)
              + " | gold NLL/token | words | its rejected answers' score |",
              "|---|---|" + "---|" * len(others) + "---|---|---|"]

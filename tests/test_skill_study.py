@@ -319,6 +319,7 @@ def test_versus_adds_a_paired_comparison_with_the_arm_named():
     assert arms["sft"]["change_vs_sft-s120"] == 0.0 and "ci_vs_sft-s120" not in arms["sft-s120"]
     header, _, *rows = skill_study.table(arms, ("sft-s120",)).splitlines()
     assert "vs sft-s120 [95% CI]" in header
+    assert "vs base" not in header  # a column only for an arm in the table
     assert rows[-1].startswith("| sft_then_ipo | 1.000 | +0.500") and "| +0.500 [" in rows[-1]
     base = ["--train", "t", "--heldout", "h", "--check", "number", "--json", "o"]
     with pytest.raises(SystemExit):  # a comparison with an arm that is not run
