@@ -95,7 +95,8 @@ def test_sft_then_sft_continues_sft_from_the_merged_sft_model_on_every_row(tmp_p
     (merged / "config.json").write_text("{}")
     assert skill_study.parse_arm("sft_then_sft@1.0") is None  # SFT has no tau
     assert skill_study.parse_arm("sft_then_sft-n4") is None  # nor samples
-    cfg, sft = skill_study.arm_config("sft_then_sft-s9", study), skill_study.arm_config("sft", study)
+    cfg = skill_study.arm_config("sft_then_sft-s9", study)
+    sft = skill_study.arm_config("sft", study)
     assert cfg["base_model"] == str(merged) and cfg["max_steps"] == 9 and "rl" not in cfg
     assert cfg["output_dir"] == str(study.work / "sft_then_sft-s9" / "model")
     # the sft arm's rows and settings but for where it starts and how many steps it takes
