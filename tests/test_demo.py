@@ -31,7 +31,8 @@ def test_the_demo_runs_a_study_skill_study_accepts():
 
 
 def test_demo_nq_runs_an_example_config():
-    nq = DEMO[DEMO.index('= nq ]'):DEMO.index("fi\n")]
+    start = DEMO.index("= nq ]")
+    nq = DEMO[start:DEMO.index("\nfi\n", start)]
     config = nq.split("config=")[1].split()[0]
     assert (REPO / config).is_file()
     assert "axolotl.cli.train" in nq and "axolotl-ipo eval" in nq

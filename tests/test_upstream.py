@@ -125,7 +125,6 @@ def test_each_adapter_lists_every_upstream_name_it_imports(adapter):
     assert not unlisted, f"{adapter.__name__} imports names its REQUIRED does not list: {unlisted}"
 
 
-
 @pytest.mark.parametrize("seeds_itself", [False, True])
 def test_the_lora_init_is_seeded_where_axolotl_does_not_seed_it(monkeypatch, seeds_itself):
     import torch
