@@ -31,6 +31,10 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
   sft_then_selfplay_sft_K  round K of those rounds started from the merged `sft` model: round 1
                 is sft_then_ipo_sft, round k samples from and is referenced to round k-1's
                 model (SPIN's and Iterative RPO's iterations after SFT)
+  sft_then_sft_rounds_K  the control for sft_then_selfplay_sft_K: round K of plain SFT restarts
+                after SFT: round k trains a new adapter on every row from round k-1's merged model
+                (round 1: the merged `sft` model), merged by Axolotl's merge_lora, as many steps
+                and restarts as the self-play rounds
 An arm name may end in @TAU (its own tau: `ipo@1.0`, `ipo_sft@0.5`, `dpo@0.5` as rl_beta,
 `selfplay_sft_2@1.0`) and -sSTEPS (its own optimizer steps, per round for self-play: `sft-s120`,
 `selfplay_sft_3@1.0-s20`) and -nSAMPLES (its own samples per prompt, for the arms that sample:
@@ -60,7 +64,9 @@ ARMS = ("base", "sft", "ipo", "ipo_sft", "sft_then_ipo", "sft_then_ipo_sft", "sf
         "sft_then_sft_wrong", "dpo")
 # self-play kind -> its rounds' recipe; the sft_then_ kind starts from the merged sft model
 SELFPLAY = {"selfplay": "ipo", "selfplay_sft": "ipo_sft", "sft_then_selfplay_sft": "ipo_sft"}
-SFT_KINDS = ("sft", "sft_then_sft", "sft_then_sft_wrong")  # plain Axolotl SFT, no plugin
+SFT_ROUNDS = "sft_then_sft_rounds"  # plain SFT restarted per round: self-play's control
+SFT_KINDS = ("sft", "sft_then_sft", "sft_then_sft_wrong", SFT_ROUNDS)  # plain Axolotl SFT
+ROUNDED = (*SELFPLAY, SFT_ROUNDS)  # the kinds whose arms are rounds of one run (KIND_K)
 NO_TAU = ("base", *SFT_KINDS)  # the arms without a tau
 ROUND_KEYS = ("pairs", "samples_judged_right", "prompts_already_solved", "loss_first", "loss_last")
 ARM_NAME = re.compile(r"(?P<kind>[a-z_]+?)(?:_(?P<round>\d+))?(?:@(?P<tau>[^@]+?))?"
@@ -92,8 +98,8 @@ class Study:
 class Arm:
     """One arm of the table, parsed from its name: KIND[_ROUND][@TAU][-sSTEPS][-nSAMPLES]."""
     name: str
-    kind: str  # one of ARMS or of SELFPLAY
-    round: int | None = None  # K of a self-play arm
+    kind: str  # one of ARMS or of ROUNDED
+    round: int | None = None  # K of a round's arm
     tau: float | None = None
     steps: int | None = None
     suffix: str = ""  # "@TAU-sSTEPS-nSAMPLES" as written
@@ -101,7 +107,7 @@ class Arm:
 
     @property
     def run(self) -> str:
-        """The folder of its training run: self-play rounds of one kind, tau and steps share it."""
+        """The folder of its training run: the rounds of one kind, tau and steps share it."""
         return self.name if self.round is None else self.kind + self.suffix
 
     def study(self, study: Study) -> Study:
@@ -118,13 +124,13 @@ def parse_arm(name: str) -> Arm | None:
     if not m:
         return None
     kind, rnd, tau, steps, samples = m.group("kind", "round", "tau", "steps", "samples")
-    if kind not in ARMS and kind not in SELFPLAY:
+    if kind not in ARMS and kind not in ROUNDED:
         return None
-    if (rnd is None) != (kind not in SELFPLAY) or (rnd is not None and int(rnd) < 1):
+    if (rnd is None) != (kind not in ROUNDED) or (rnd is not None and int(rnd) < 1):
         return None
     if (tau is not None and kind in NO_TAU) or (steps is not None and kind == "base"):
         return None
-    if samples is not None and (kind in ("base", "sft", "sft_then_sft", "dpo")
+    if samples is not None and (kind in ("base", "sft", "sft_then_sft", SFT_ROUNDS, "dpo")
                                 or int(samples) < 1):
         return None  # only the arms that sample have samples per prompt (dpo reuses ipo's)
     try:
@@ -212,6 +218,13 @@ def recipe_keys(kind: str, study: Study) -> dict:
     return keys
 
 
+def sft_config(study: Study, out: Path, rows: Path, base_model: str) -> dict:
+    """Plain Axolotl SFT (no plugin) on the chat-message rows in ``rows`` from ``base_model``."""
+    cfg = {**common_config(study, out), "base_model": base_model, "datasets": chat_dataset(rows)}
+    # Axolotl auto-enables its Triton LoRA kernels for SFT (never for RL): CUDA only
+    return {**cfg, **dict.fromkeys(LORA_KERNELS, False)}
+
+
 def arm_config(name: str, study: Study) -> dict:
     arm = parse_arm(name)
     if arm is None or arm.round is not None:
@@ -219,14 +232,10 @@ def arm_config(name: str, study: Study) -> dict:
     out, kind, study = study.work / arm.run, arm.kind, arm.study(study)
     cfg = common_config(study, out)
     if kind in SFT_KINDS:
-        if kind == "sft_then_sft_wrong":  # written by wrong_rows_file before training
-            cfg["datasets"] = chat_dataset(out / "wrong_messages.jsonl")
-        else:
-            cfg["datasets"] = chat_dataset(messages_file(study))
-        if kind != "sft":
-            cfg["base_model"] = str(merged_sft(study))
-        # Axolotl auto-enables its Triton LoRA kernels for SFT (never for RL): CUDA only
-        cfg.update(dict.fromkeys(LORA_KERNELS, False))
+        rows = (out / "wrong_messages.jsonl" if kind == "sft_then_sft_wrong"  # wrong_rows_file
+                else messages_file(study))
+        cfg = sft_config(study, out, rows,
+                         study.base_model if kind == "sft" else str(merged_sft(study)))
     elif kind in ("ipo", "ipo_sft"):
         cfg.update(recipe_keys(kind, study))
     elif kind in ("sft_then_ipo", "sft_then_ipo_sft"):
@@ -241,14 +250,19 @@ def arm_config(name: str, study: Study) -> dict:
 
 def merged_sft(study: Study) -> Path:
     """The `sft` arm's adapter merged into the base by Axolotl's own `merge_lora` (made once)."""
-    merged = study.work / "sft" / "model" / "merged"
-    if not (merged / "config.json").is_file():
-        if not (study.work / "sft" / "trained.json").is_file():
-            raise SystemExit("sft_then_ipo needs the sft arm: list it before sft_then_ipo")
-        run_logged([sys.executable, "-m", "axolotl.cli.merge_lora",
-                    str(study.work / "sft" / "config.yml")], study.work / "sft" / "merge.log",
-                   "merging the sft adapter")
-    return merged
+    if not (study.work / "sft" / "model" / "merged" / "config.json").is_file() and not (
+            study.work / "sft" / "trained.json").is_file():
+        raise SystemExit("sft_then_ipo needs the sft arm: list it before sft_then_ipo")
+    return merged(study.work / "sft", "the sft adapter")
+
+
+def merged(run: Path, what: str) -> Path:
+    """A trained run's adapter merged into its base by Axolotl's `merge_lora` (made once)."""
+    path = run / "model" / "merged"
+    if not (path / "config.json").is_file():
+        run_logged([sys.executable, "-m", "axolotl.cli.merge_lora", str(run / "config.yml")],
+                   run / "merge.log", f"merging {what}")
+    return path
 
 
 def wrong_rows_file(arm: Arm, study: Study) -> Path:
@@ -310,23 +324,47 @@ def same_settings(run: Path, cfg: dict, name: str) -> None:
 def train(name: str, study: Study) -> float | None:
     """Train one arm with `python -m axolotl.cli.train` (skipped when already trained with
     the same settings); returns the training seconds, or None when reused."""
-    run = study.work / name
+    arm = parse_arm(name)
+    before = ((lambda: wrong_rows_file(arm, study)) if arm.kind == "sft_then_sft_wrong"
+              else None)
+    return train_run(study.work / name, arm_config(name, study), f"arm {name}", before)
+
+
+def train_run(run: Path, cfg: dict, what: str, before=None) -> float | None:
+    """Train ``cfg`` in ``run`` with `python -m axolotl.cli.train` (``before()`` first), or
+    reuse it when already trained with the same settings; the seconds taken, or None."""
     done = run / "trained.json"
-    cfg = arm_config(name, study)
     if done.is_file():
-        same_settings(run, cfg, name)
+        same_settings(run, cfg, what.removeprefix("arm "))
         return None
     run.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    arm = parse_arm(name)
-    if arm.kind == "sft_then_sft_wrong":
-        wrong_rows_file(arm, study)
+    if before is not None:
+        before()
     (run / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     run_logged([sys.executable, "-m", "axolotl.cli.train", str(run / "config.yml")],
-               run / "train.log", f"arm {name}: training")
+               run / "train.log", f"{what}: training")
     seconds = time.perf_counter() - started
     done.write_text(json.dumps({"seconds": round(seconds, 1)}), encoding="utf-8")
     return seconds
+
+
+def sft_rounds(arm: Arm, study: Study, rounds: int) -> float | None:
+    """Plain SFT restarted ``rounds`` times after SFT (the control of self-play after SFT):
+    round k trains a new adapter on every row from round k-1's merged model (round 1: the
+    merged sft model) and merges it; finished rounds are reused. Returns the seconds taken,
+    or None when every round was done."""
+    arm_study, base, spent = arm.study(study), merged_sft(study), None
+    for k in range(1, rounds + 1):
+        run = study.work / arm.run / f"round-{k}"
+        cfg = sft_config(arm_study, run, messages_file(study), str(base))
+        started = time.perf_counter()
+        fresh = train_run(run, cfg, f"{arm.run} round {k}") is not None
+        fresh |= not (run / "model" / "merged" / "config.json").is_file()
+        base = merged(run, f"{arm.run} round {k}")
+        if fresh:
+            spent = (spent or 0.0) + time.perf_counter() - started
+    return spent
 
 
 def selfplay(arm: Arm, study: Study, rounds: int) -> float | None:
@@ -353,7 +391,7 @@ def selfplay(arm: Arm, study: Study, rounds: int) -> float | None:
 
 
 def selfplay_rounds(arms: list[Arm]) -> dict[str, int]:
-    """How many rounds each self-play run needs: the most any of its arms asks for."""
+    """How many rounds each run of rounds needs: the most any of its arms asks for."""
     rounds: dict[str, int] = {}
     for arm in arms:
         if arm.round is not None:
@@ -362,7 +400,10 @@ def selfplay_rounds(arms: list[Arm]) -> dict[str, int]:
 
 
 def round_record(study: Study, arm: Arm) -> dict:
-    """A self-play arm's round: its merged model and pair counts (its run's selfplay.json)."""
+    """A self-play arm's round: its merged model and pair counts (its run's selfplay.json);
+    a plain SFT round's: its merged model."""
+    if arm.kind == SFT_ROUNDS:
+        return {"model": str(study.work / arm.run / f"round-{arm.round}" / "model" / "merged")}
     path = study.work / arm.run / "selfplay.json"
     records = json.loads(path.read_text(encoding="utf-8"))["rounds"]
     return next(r for r in records if r["round"] == arm.round)
@@ -382,9 +423,9 @@ def load_check(name: str):
 
 def pairs_of(arm: Arm, study: Study) -> Path | None:
     """The sampled pairs an arm trained on (``dpo``: those of ``ipo``), or None (base, sft)."""
-    if arm.round is not None:
+    if arm.round is not None and arm.kind != SFT_ROUNDS:
         return pairs_file(study.work / arm.run / f"round-{arm.round}")
-    if arm.kind in ("base", "sft", "sft_then_sft"):
+    if arm.kind in ("base", "sft", "sft_then_sft", SFT_ROUNDS):
         return None
     if arm.kind == "sft_then_sft_wrong":  # the pairs that chose its prompts
         return study.work / arm.run / "pairs" / "pairs.jsonl"
@@ -586,7 +627,7 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
     unknown = sorted(n for n in set(arms) if parse_arm(n) is None)
     if unknown:
         p.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)} or "
-                f"{'_K, '.join(SELFPLAY)}_K (K = 1, 2, ...), each but base optionally with "
+                f"{'_K, '.join(ROUNDED)}_K (K = 1, 2, ...), each but base optionally with "
                 f"-sSTEPS, each but base and sft with @TAU, each that samples with -nSAMPLES "
                 f"(ipo@1.0, sft-s120, selfplay_sft_3@1.0-s20, sft_then_ipo_sft@1.0-s60-n16)")
     a.versus = tuple(n.strip() for n in a.versus.split(",") if n.strip())
@@ -611,7 +652,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, arm in parsed.items():
         if arm.round is not None:
             if arm.run not in seconds:
-                seconds[arm.run] = selfplay(arm, study, rounds[arm.run])
+                runner = sft_rounds if arm.kind == SFT_ROUNDS else selfplay
+                seconds[arm.run] = runner(arm, study, rounds[arm.run])
         elif name != "base":
             seconds[name] = train(name, study)
         results[name] = evaluate(name, study, tokenizer)
@@ -619,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     summary = summarise(results, args.versus)
     for name, arm in parsed.items():
-        if arm.round is not None:  # how much of its own data each round solves
+        if arm.round is not None and arm.kind in SELFPLAY:  # how much of its data it solves
             record = round_record(study, arm)
             summary[name].update({k: record.get(k) for k in ROUND_KEYS})
         pairs = pairs_of(arm, study)

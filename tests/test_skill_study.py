@@ -231,6 +231,50 @@ def test_selfplay_after_sft_starts_its_rounds_from_the_merged_sft_model(tmp_path
         assert skill_study.parse_arm(bad) is None, bad
 
 
+def test_sft_rounds_restart_plain_sft_from_each_rounds_merged_model(tmp_path, monkeypatch):
+    """The control of self-play after SFT: as many restarts and steps, plain SFT on every row."""
+    study = make_study(tmp_path, steps=240)
+    merged = study.work / "sft" / "model" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    calls = []
+
+    def run(argv, log, what):  # train writes nothing; merge_lora writes the merged model
+        calls.append(argv[2:])
+        if argv[2] == "axolotl.cli.merge_lora":
+            out = Path(argv[-1]).parent / "model" / "merged"
+            out.mkdir(parents=True)
+            (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(skill_study, "run_logged", run)
+    arm = skill_study.parse_arm("sft_then_sft_rounds_2-s30")
+    assert (arm.kind, arm.round, arm.steps, arm.run) == (
+        "sft_then_sft_rounds", 2, 30, "sft_then_sft_rounds-s30")
+    assert skill_study.selfplay_rounds([arm]) == {"sft_then_sft_rounds-s30": 2}
+    assert skill_study.sft_rounds(arm, study, 2) is not None
+    run = study.work / arm.run
+    one, two = (yaml.safe_load((run / f"round-{k}" / "config.yml").read_text()) for k in (1, 2))
+    assert calls == [["axolotl.cli.train", str(run / "round-1" / "config.yml")],
+                     ["axolotl.cli.merge_lora", str(run / "round-1" / "config.yml")],
+                     ["axolotl.cli.train", str(run / "round-2" / "config.yml")],
+                     ["axolotl.cli.merge_lora", str(run / "round-2" / "config.yml")]]
+    assert one["base_model"] == str(merged)
+    assert two["base_model"] == str(run / "round-1" / "model" / "merged")
+    # each round is the equal-steps control sft_then_sft-s30 but for where it starts
+    control = skill_study.arm_config("sft_then_sft-s30", study)
+    drop = ("output_dir", "dataset_prepared_path", "base_model")
+    for cfg in (one, two):
+        assert {k: v for k, v in cfg.items() if k not in drop} == {
+            k: v for k, v in control.items() if k not in drop}
+    model = skill_study.round_record(study, arm)["model"]
+    assert model == str(run / "round-2" / "model" / "merged")
+    assert skill_study.pairs_of(arm, study) is None
+    assert skill_study.sft_rounds(arm, study, 2) is None and len(calls) == 4  # all reused
+    for bad in ("sft_then_sft_rounds", "sft_then_sft_rounds_0", "sft_then_sft_rounds_1@1.0",
+                "sft_then_sft_rounds_1-n4", "sft_then_sft_2"):
+        assert skill_study.parse_arm(bad) is None, bad
+
+
 def test_a_finished_arm_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(skill_study, "run_logged", lambda argv, log, what: calls.append(argv))
@@ -369,14 +413,15 @@ def test_sft_then_ipo_and_selfplay_rounds(tiny_model_dir, tmp_path):
     study = make_study(tmp_path, str(tiny_model_dir))
     argv = ["--train", str(study.train), "--heldout", str(study.heldout), "--check", "normalized",
             "--arms", "base,sft,sft_then_ipo,sft_then_sft_wrong,selfplay_1,selfplay_2,"
-                      "sft_then_selfplay_sft_2,sft_then_sft",
+                      "sft_then_selfplay_sft_2,sft_then_sft,sft_then_sft_rounds_2-s1",
             "--steps", "2",
             "--sequence-len", "128", "--sample-tokens", "8", "--answer-tokens", "8",
             "--base-model", str(tiny_model_dir), "--work", str(study.work), "--json", str(out)]
     assert skill_study.main(argv) == 0
     arms = json.loads(out.read_text())["arms"]
     assert list(arms) == ["base", "sft", "sft_then_ipo", "sft_then_sft_wrong", "selfplay_1",
-                          "selfplay_2", "sft_then_selfplay_sft_2", "sft_then_sft"]
+                          "selfplay_2", "sft_then_selfplay_sft_2", "sft_then_sft",
+                          "sft_then_sft_rounds_2-s1"]
     merged = study.work / "sft" / "model" / "merged"
     cfg = (study.work / "sft_then_ipo" / "config.yml").read_text()
     assert f"base_model: {merged}" in cfg and "rl: ipo" in cfg
@@ -407,6 +452,13 @@ def test_sft_then_ipo_and_selfplay_rounds(tiny_model_dir, tmp_path):
     assert cont["base_model"] == str(merged) and "rl" not in cont
     assert (study.work / "sft_then_sft" / "model" / "adapter_model.safetensors").is_file()
     assert "pairs" not in arms["sft_then_sft"] and "ci_vs_sft" in arms["sft_then_sft"]
+    # its restart control: two plain SFT rounds, round 2 from round 1's merged model
+    restarts = study.work / "sft_then_sft_rounds-s1"
+    second = yaml.safe_load((restarts / "round-2" / "config.yml").read_text())
+    assert second["base_model"] == str(restarts / "round-1" / "model" / "merged")
+    assert (restarts / "round-2" / "model" / "merged" / "config.json").is_file()
+    assert "pairs" not in arms["sft_then_sft_rounds_2-s1"]
+    assert arms["sft_then_sft_rounds_2-s1"]["gold_nll"] != arms["sft"]["gold_nll"]
 
 
 def test_rejected_score_is_the_check_of_each_pairs_rejected_answer_against_its_rows_gold(tmp_path):
