@@ -12,6 +12,8 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
   base          the model before training
   sft           plain Axolotl SFT on the gold answers (no plugin), prompts rendered by the same
                 chat template as the IPO arms (`type: chat_template`)
+  sft_cosine    the same with Axolotl's `lr_scheduler: cosine` (its default warm-up, 3% of the
+                steps, then the rate decays to 0) instead of the study's constant rate
   ipo           `rl: ipo`: gold vs the base model's own samples, with the check as answer_check
   ipo_sft       the same plus `ipo_sft_weight` (TRL's sft loss on the chosen answer)
   sft_then_ipo  `rl: ipo` after SFT (Intel's order): the `sft` arm's adapter merged into the base
@@ -60,12 +62,13 @@ import yaml
 from offline_env import OFFLINE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = ("base", "sft", "ipo", "ipo_sft", "sft_then_ipo", "sft_then_ipo_sft", "sft_then_sft",
-        "sft_then_sft_wrong", "dpo")
+ARMS = ("base", "sft", "sft_cosine", "ipo", "ipo_sft", "sft_then_ipo", "sft_then_ipo_sft",
+        "sft_then_sft", "sft_then_sft_wrong", "dpo")
 # self-play kind -> its rounds' recipe; the sft_then_ kind starts from the merged sft model
 SELFPLAY = {"selfplay": "ipo", "selfplay_sft": "ipo_sft", "sft_then_selfplay_sft": "ipo_sft"}
 SFT_ROUNDS = "sft_then_sft_rounds"  # plain SFT restarted per round: self-play's control
-SFT_KINDS = ("sft", "sft_then_sft", "sft_then_sft_wrong", SFT_ROUNDS)  # plain Axolotl SFT
+# plain Axolotl SFT, no plugin
+SFT_KINDS = ("sft", "sft_cosine", "sft_then_sft", "sft_then_sft_wrong", SFT_ROUNDS)
 ROUNDED = (*SELFPLAY, SFT_ROUNDS)  # the kinds whose arms are rounds of one run (KIND_K)
 NO_TAU = ("base", *SFT_KINDS)  # the arms without a tau
 ROUND_KEYS = ("pairs", "samples_judged_right", "prompts_already_solved", "loss_first", "loss_last")
@@ -130,7 +133,7 @@ def parse_arm(name: str) -> Arm | None:
         return None
     if (tau is not None and kind in NO_TAU) or (steps is not None and kind == "base"):
         return None
-    if samples is not None and (kind in ("base", "sft", "sft_then_sft", SFT_ROUNDS, "dpo")
+    if samples is not None and (kind in ("base", *SFT_KINDS, "dpo")
                                 or int(samples) < 1):
         return None  # only the arms that sample have samples per prompt (dpo reuses ipo's)
     try:
@@ -234,8 +237,10 @@ def arm_config(name: str, study: Study) -> dict:
     if kind in SFT_KINDS:
         rows = (out / "wrong_messages.jsonl" if kind == "sft_then_sft_wrong"  # wrong_rows_file
                 else messages_file(study))
-        cfg = sft_config(study, out, rows,
-                         study.base_model if kind == "sft" else str(merged_sft(study)))
+        cfg = sft_config(study, out, rows, study.base_model if kind in ("sft", "sft_cosine")
+                         else str(merged_sft(study)))
+        if kind == "sft_cosine":
+            cfg["lr_scheduler"] = "cosine"
     elif kind in ("ipo", "ipo_sft"):
         cfg.update(recipe_keys(kind, study))
     elif kind in ("sft_then_ipo", "sft_then_ipo_sft"):
@@ -425,7 +430,7 @@ def pairs_of(arm: Arm, study: Study) -> Path | None:
     """The sampled pairs an arm trained on (``dpo``: those of ``ipo``), or None (base, sft)."""
     if arm.round is not None and arm.kind != SFT_ROUNDS:
         return pairs_file(study.work / arm.run / f"round-{arm.round}")
-    if arm.kind in ("base", "sft", "sft_then_sft", SFT_ROUNDS):
+    if arm.kind in ("base", "sft", "sft_cosine", "sft_then_sft", SFT_ROUNDS):
         return None
     if arm.kind == "sft_then_sft_wrong":  # the pairs that chose its prompts
         return study.work / arm.run / "pairs" / "pairs.jsonl"

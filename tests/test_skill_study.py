@@ -83,6 +83,17 @@ def test_sft_then_ipo_starts_from_the_merged_sft_model(tmp_path):
                                           ("base_model", "output_dir", "dataset_prepared_path")}
 
 
+def test_sft_cosine_is_the_sft_arm_with_a_cosine_schedule(tmp_path):
+    study = make_study(tmp_path)
+    cosine, sft = (skill_study.arm_config(n, study) for n in ("sft_cosine-s9", "sft-s9"))
+    assert (cosine["lr_scheduler"], sft["lr_scheduler"]) == ("cosine", "constant")
+    drop = ("lr_scheduler", "output_dir", "dataset_prepared_path")
+    assert {k: v for k, v in cosine.items() if k not in drop} == {
+        k: v for k, v in sft.items() if k not in drop}
+    assert skill_study.parse_arm("sft_cosine@1.0") is None
+    assert skill_study.pairs_of(skill_study.parse_arm("sft_cosine"), study) is None
+
+
 def test_sft_then_ipo_needs_the_sft_arm(tmp_path):
     with pytest.raises(SystemExit, match="needs the sft arm"):
         skill_study.arm_config("sft_then_ipo", make_study(tmp_path))
