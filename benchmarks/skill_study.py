@@ -556,14 +556,14 @@ def _ci(arm: dict, other: str) -> str:
 
 def table(arms: dict[str, dict], versus: tuple[str, ...] = ()) -> str:
     others = [o for o in dict.fromkeys(("sft", "base", *versus)) if o in arms]
-    lines = ["| arm | accuracy | " + " | ".join(f"vs {o} [95% CI]" for o in others)
-             + " | gold NLL/token | words | its rejected answers' score |",
+    lines = ["| arm | accuracy | " + "".join(f"vs {o} [95% CI] | " for o in others)
+             + "gold NLL/token | words | its rejected answers' score |",
              "|---|---|" + "---|" * len(others) + "---|---|---|"]
     for name, arm in arms.items():
         rejected = f"{arm['rejected_score']:.3f}" if "rejected_score" in arm else "-"
-        cis = " | ".join(_ci(arm, o) for o in others)
-        lines.append(f"| {name} | {arm['accuracy']:.3f} | {cis} "
-                     f"| {arm['gold_nll']:.3f} | {arm['answer_words']:.1f} | {rejected} |")
+        cis = "".join(f"{_ci(arm, o)} | " for o in others)
+        lines.append(f"| {name} | {arm['accuracy']:.3f} | {cis}"
+                     f"{arm['gold_nll']:.3f} | {arm['answer_words']:.1f} | {rejected} |")
     return "\n".join(lines)
 
 

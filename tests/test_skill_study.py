@@ -364,6 +364,9 @@ def test_summary_has_paired_intervals():
     assert "| ipo | 0.750 | +0.250" in skill_study.table(arms)
     arms["ipo"]["rejected_score"] = 0.125
     assert skill_study.table(arms).splitlines()[-1].endswith("| 0.125 |")
+    alone = skill_study.table({"x": arms["sft"]}).splitlines()  # no comparison columns
+    assert [line.count("|") for line in alone] == [6, 6, 6]
+    assert alone[0] == "| arm | accuracy | gold NLL/token | words | its rejected answers' score |"
 
 
 def test_versus_adds_a_paired_comparison_with_the_arm_named():
