@@ -25,6 +25,14 @@ def make_study(tmp_path: Path, model: str = "m", **kw) -> skill_study.Study:
                              **kw)
 
 
+def fake_merged_sft(study: skill_study.Study) -> Path:
+    """A stand-in for the `sft` arm's merged model, where the sft_then_* arms start."""
+    merged = study.work / "sft" / "model" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    return merged
+
+
 @pytest.mark.parametrize(("ref", "cand", "expected"), [
     ("the cat sat on the mat", "the cat sat on the mat", 1.0),
     ("the cat sat", "dogs bark", 0.0),
@@ -101,9 +109,7 @@ def test_sft_then_ipo_needs_the_sft_arm(tmp_path):
 
 def test_sft_then_sft_continues_sft_from_the_merged_sft_model_on_every_row(tmp_path):
     study = make_study(tmp_path)
-    merged = study.work / "sft" / "model" / "merged"
-    merged.mkdir(parents=True)
-    (merged / "config.json").write_text("{}")
+    merged = fake_merged_sft(study)
     assert skill_study.parse_arm("sft_then_sft@1.0") is None  # SFT has no tau
     assert skill_study.parse_arm("sft_then_sft-n4") is None  # nor samples
     cfg = skill_study.arm_config("sft_then_sft-s9", study)
@@ -123,9 +129,7 @@ def test_sft_then_sft_continues_sft_from_the_merged_sft_model_on_every_row(tmp_p
 def test_the_control_arm_is_more_sft_on_the_prompts_sft_then_ipo_samples_wrong(tmp_path,
                                                                               monkeypatch):
     study = make_study(tmp_path, check="normalized", num_samples=4)
-    merged = study.work / "sft" / "model" / "merged"
-    merged.mkdir(parents=True)
-    (merged / "config.json").write_text("{}")
+    merged = fake_merged_sft(study)
     name = "sft_then_sft_wrong-s9"
     arm, run = skill_study.parse_arm(name), study.work / name
     assert skill_study.parse_arm("sft_then_sft_wrong@1.0") is None  # SFT has no tau
@@ -166,9 +170,7 @@ def test_the_control_arm_is_more_sft_on_the_prompts_sft_then_ipo_samples_wrong(t
 
 def test_an_arm_with_its_own_samples_per_prompt_differs_only_there(tmp_path):
     study = make_study(tmp_path, check="number", num_samples=4)
-    merged = study.work / "sft" / "model" / "merged"
-    merged.mkdir(parents=True)
-    (merged / "config.json").write_text("{}")
+    fake_merged_sft(study)
     arm = skill_study.parse_arm("sft_then_ipo_sft@1.0-s60-n16")
     assert (arm.kind, arm.tau, arm.steps, arm.samples) == ("sft_then_ipo_sft", 1.0, 60, 16)
     many = skill_study.arm_config("sft_then_ipo_sft@1.0-s60-n16", study)
@@ -220,9 +222,7 @@ def test_selfplay_runs_its_recipe_at_its_tau_and_steps_per_round(tmp_path, monke
 
 def test_selfplay_after_sft_starts_its_rounds_from_the_merged_sft_model(tmp_path, monkeypatch):
     study = make_study(tmp_path, steps=240)
-    merged = study.work / "sft" / "model" / "merged"
-    merged.mkdir(parents=True)
-    (merged / "config.json").write_text("{}")
+    merged = fake_merged_sft(study)
     calls = []
     monkeypatch.setattr(skill_study, "run_logged", lambda argv, log, what: calls.append(argv))
     arm = skill_study.parse_arm("sft_then_selfplay_sft_2@1.0-s30")
@@ -245,9 +245,7 @@ def test_selfplay_after_sft_starts_its_rounds_from_the_merged_sft_model(tmp_path
 def test_sft_rounds_restart_plain_sft_from_each_rounds_merged_model(tmp_path, monkeypatch):
     """The control of self-play after SFT: as many restarts and steps, plain SFT on every row."""
     study = make_study(tmp_path, steps=240)
-    merged = study.work / "sft" / "model" / "merged"
-    merged.mkdir(parents=True)
-    (merged / "config.json").write_text("{}")
+    merged = fake_merged_sft(study)
     calls = []
 
     def run(argv, log, what):  # train writes nothing; merge_lora writes the merged model
@@ -318,9 +316,7 @@ def test_an_arm_with_its_own_steps_has_its_own_run_and_only_the_steps_differ(tmp
 
 def test_sft_then_ipo_sft_adds_the_nll_term_to_sft_then_ipo(tmp_path):
     study = make_study(tmp_path)
-    merged = study.work / "sft" / "model" / "merged"
-    merged.mkdir(parents=True)
-    (merged / "config.json").write_text("{}")
+    merged = fake_merged_sft(study)
     plain = skill_study.arm_config("sft_then_ipo@1.0", study)
     nll = skill_study.arm_config("sft_then_ipo_sft@1.0", study)
     assert nll["base_model"] == plain["base_model"] == str(merged)
