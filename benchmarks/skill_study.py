@@ -181,10 +181,12 @@ def training_examples(study: Study) -> list:
 
 def messages_file(study: Study) -> Path:
     """The training rows as chat messages, so the SFT arm's prompts are exactly the prompts the
-    IPO arms sample and train on."""
+    IPO arms sample and train on (written once; an unchanged file is left alone)."""
     path = study.work / "sft_messages.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(map(message_line, training_examples(study))), encoding="utf-8")
+    text = "".join(map(message_line, training_examples(study)))
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -255,19 +257,27 @@ def arm_config(name: str, study: Study) -> dict:
 
 def merged_sft(study: Study) -> Path:
     """The `sft` arm's adapter merged into the base by Axolotl's own `merge_lora` (made once)."""
-    if not (study.work / "sft" / "model" / "merged" / "config.json").is_file() and not (
-            study.work / "sft" / "trained.json").is_file():
+    run = study.work / "sft"
+    if not is_merged(run) and not (run / "trained.json").is_file():
         raise SystemExit("sft_then_ipo needs the sft arm: list it before sft_then_ipo")
-    return merged(study.work / "sft", "the sft adapter")
+    return merged(run, "the sft adapter")
+
+
+def merged_path(run: Path) -> Path:
+    """Where Axolotl's `merge_lora` writes a run's merged model (its output_dir's merged/)."""
+    return run / "model" / "merged"
+
+
+def is_merged(run: Path) -> bool:
+    return (merged_path(run) / "config.json").is_file()
 
 
 def merged(run: Path, what: str) -> Path:
     """A trained run's adapter merged into its base by Axolotl's `merge_lora` (made once)."""
-    path = run / "model" / "merged"
-    if not (path / "config.json").is_file():
+    if not is_merged(run):
         run_logged([sys.executable, "-m", "axolotl.cli.merge_lora", str(run / "config.yml")],
                    run / "merge.log", f"merging {what}")
-    return path
+    return merged_path(run)
 
 
 def wrong_rows_file(arm: Arm, study: Study) -> Path:
@@ -316,13 +326,13 @@ def run_logged(argv: list[str], log_path: Path, what: str) -> None:
         raise SystemExit(f"{what} failed (exit {code}); see {log_path}")
 
 
-def same_settings(run: Path, cfg: dict, name: str) -> None:
+def same_settings(run: Path, cfg: dict, what: str) -> None:
     """A finished run is reused only when it was trained with ``cfg`` (a rerun with another
     --seed, --steps or --num-samples in the same --work would otherwise report the old arm)."""
     saved = yaml.safe_load((run / "config.yml").read_text(encoding="utf-8"))
     differ = sorted(k for k in set(cfg) | set(saved) if cfg.get(k) != saved.get(k))
     if differ:
-        raise SystemExit(f"arm {name}: {run} was trained with other settings "
+        raise SystemExit(f"{what}: {run} was trained with other settings "
                          f"({', '.join(differ)}); use a new --work or delete {run}")
 
 
@@ -340,7 +350,7 @@ def train_run(run: Path, cfg: dict, what: str, before=None) -> float | None:
     reuse it when already trained with the same settings; the seconds taken, or None."""
     done = run / "trained.json"
     if done.is_file():
-        same_settings(run, cfg, what.removeprefix("arm "))
+        same_settings(run, cfg, what)
         return None
     run.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -360,13 +370,13 @@ def sft_rounds(arm: Arm, study: Study, rounds: int) -> float | None:
     merged sft model) and merges it; finished rounds are reused. Returns the seconds taken,
     or None when every round was done."""
     arm_study, base, spent = arm.study(study), merged_sft(study), None
+    rows = messages_file(study)
     for k in range(1, rounds + 1):
-        run = study.work / arm.run / f"round-{k}"
-        cfg = sft_config(arm_study, run, messages_file(study), str(base))
+        run, what = study.work / arm.run / f"round-{k}", f"arm {arm.run} round {k}"
         started = time.perf_counter()
-        fresh = train_run(run, cfg, f"{arm.run} round {k}") is not None
-        fresh |= not (run / "model" / "merged" / "config.json").is_file()
-        base = merged(run, f"{arm.run} round {k}")
+        fresh = train_run(run, sft_config(arm_study, run, rows, str(base)), what) is not None
+        fresh |= not is_merged(run)
+        base = merged(run, what)
         if fresh:
             spent = (spent or 0.0) + time.perf_counter() - started
     return spent
@@ -383,7 +393,7 @@ def selfplay(arm: Arm, study: Study, rounds: int) -> float | None:
     if arm.kind.startswith("sft_then_"):
         cfg["base_model"] = str(merged_sft(study))
     if records.is_file():
-        same_settings(run, cfg, arm.run)
+        same_settings(run, cfg, f"arm {arm.run}")
         if len(json.loads(records.read_text(encoding="utf-8"))["rounds"]) >= rounds:
             return None
     run.mkdir(parents=True, exist_ok=True)
@@ -408,7 +418,7 @@ def round_record(study: Study, arm: Arm) -> dict:
     """A self-play arm's round: its merged model and pair counts (its run's selfplay.json);
     a plain SFT round's: its merged model."""
     if arm.kind == SFT_ROUNDS:
-        return {"model": str(study.work / arm.run / f"round-{arm.round}" / "model" / "merged")}
+        return {"model": str(merged_path(study.work / arm.run / f"round-{arm.round}"))}
     path = study.work / arm.run / "selfplay.json"
     records = json.loads(path.read_text(encoding="utf-8"))["rounds"]
     return next(r for r in records if r["round"] == arm.round)
@@ -428,12 +438,12 @@ def load_check(name: str):
 
 def pairs_of(arm: Arm, study: Study) -> Path | None:
     """The sampled pairs an arm trained on (``dpo``: those of ``ipo``), or None (base, sft)."""
-    if arm.round is not None and arm.kind != SFT_ROUNDS:
+    if arm.kind in SELFPLAY:
         return pairs_file(study.work / arm.run / f"round-{arm.round}")
-    if arm.kind in ("base", "sft", "sft_cosine", "sft_then_sft", SFT_ROUNDS):
-        return None
     if arm.kind == "sft_then_sft_wrong":  # the pairs that chose its prompts
         return study.work / arm.run / "pairs" / "pairs.jsonl"
+    if arm.kind in ("base", *SFT_KINDS):
+        return None
     return pairs_file(study.work / ("ipo" if arm.kind == "dpo" else arm.run))
 
 
