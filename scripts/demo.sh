@@ -14,18 +14,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1
-bash scripts/setup_env.sh  # the oldest supported Axolotl release, in .venv
-bash scripts/prepare_assets.sh .venv
+# the newest supported Axolotl release (last line of releases.txt, with its environment): it
+# draws the LoRA initialisation from `seed`, so a rerun repeats every number (0.19 does not)
+read -r release venv < <(awk '!/^#/ && NF { last = $0 } END { print last }' \
+  axolotl_ipo/upstream/releases.txt)
+bash scripts/setup_env.sh "$release" "$venv"
+bash scripts/prepare_assets.sh "$venv"
 if [ "${1:-}" = nq ]; then
   config=example_configs/smollm2-ipo-cpu.yml
-  .venv/bin/axolotl-ipo check "$config"
-  .venv/bin/python -m axolotl.cli.train "$config"
-  .venv/bin/axolotl-ipo eval "$config" --data .cache/data/nq_open_heldout.jsonl
+  "$venv"/bin/axolotl-ipo check "$config"
+  "$venv"/bin/python -m axolotl.cli.train "$config"
+  "$venv"/bin/axolotl-ipo eval "$config" --data .cache/data/nq_open_heldout.jsonl
   exit 0
 fi
-.venv/bin/python scripts/prepare_tasks.py --task add
+"$venv"/bin/python scripts/prepare_tasks.py --task add
 # the recipe's settings are the study's (docs/skill_study.md, "Two IPO rounds after SFT")
-.venv/bin/python benchmarks/skill_study.py --train .cache/data/add_train.jsonl \
+"$venv"/bin/python benchmarks/skill_study.py --train .cache/data/add_train.jsonl \
   --heldout .cache/data/add_heldout.jsonl --check number --num-samples 4 --steps 240 \
   --answer-tokens 48 --sample-tokens 48 \
   --arms sft,sft_then_sft-s60,sft_then_selfplay_sft_2@1.0-s30 --versus sft_then_sft-s60 \

@@ -1,6 +1,6 @@
-"""scripts/demo.sh: its study command is one `benchmarks/skill_study.py` accepts, compares the
-rounds with the restart control at equal steps after SFT, and `demo.sh nq` keeps the NQ-open job
-on a config that exists."""
+"""scripts/demo.sh: it sets up the newest supported release; its study command is one
+`benchmarks/skill_study.py` accepts, compares the rounds with the restart control at equal steps
+after SFT, and `demo.sh nq` keeps the NQ-open job on a config that exists."""
 
 import shlex
 
@@ -36,3 +36,19 @@ def test_demo_nq_runs_an_example_config():
     config = nq.split("config=")[1].split()[0]
     assert (REPO / config).is_file()
     assert "axolotl.cli.train" in nq and "axolotl-ipo eval" in nq
+
+
+def test_the_demo_sets_up_the_newest_supported_release():
+    """The newest release seeds the LoRA initialisation itself, so a rerun of the demo repeats
+    its numbers; demo.sh reads it (and its environment) from releases.txt."""
+    import subprocess
+
+    line = next(x for x in DEMO.replace("\\\n", " ").splitlines() if x.startswith("read -r"))
+    got = subprocess.run(["bash", "-c", f'{line}; echo "$release $venv"'], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.split()
+    releases = [x.split() for x in (REPO / "axolotl_ipo/upstream/releases.txt").read_text()
+                .splitlines() if x.strip() and not x.startswith("#")]
+    newest = max(releases, key=lambda r: tuple(map(int, r[0].split("."))))
+    assert got == newest
+    assert 'setup_env.sh "$release" "$venv"' in DEMO and 'prepare_assets.sh "$venv"' in DEMO
+    assert ".venv/" not in DEMO  # every command runs in that environment
