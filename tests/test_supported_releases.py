@@ -28,7 +28,7 @@ def test_the_file_lists_releases_oldest_first_and_the_package_reads_it():
     assert len(releases) >= 2 and all(re.fullmatch(r"\d+\.\d+\.\d+", r) for r in releases)
     assert releases == sorted(releases, key=Version)
     assert supported_releases() == tuple(releases)
-    assert listed()[0][1] == ".venv", "scripts/test.sh runs ruff and prepare_assets from .venv"
+    assert listed()[0][1] == ".venv", "scripts/test.sh runs ruff from .venv"
 
 
 def test_pyproject_range_covers_the_listed_releases_and_stops_after_them():
@@ -75,5 +75,7 @@ def test_test_sh_builds_and_tests_every_listed_release_in_its_venv(tmp_path):
     calls = log.read_text().splitlines()
     setups = [c.split()[1:] for c in calls if c.split()[0].endswith("setup_env.sh")]
     assert setups == [list(pair) for pair in listed()]
+    assets = [c.split()[1:] for c in calls if c.split()[0].endswith("prepare_assets.sh")]
+    assert assets == [[venv] for _, venv in listed()]
     runs = [c.split()[0] for c in calls if "-m pytest" in c]
     assert runs == [f"{venv}/bin/python" for _, venv in listed()]
