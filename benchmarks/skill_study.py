@@ -36,7 +36,11 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
   sft_then_sft_rounds_K  the control for sft_then_selfplay_sft_K: round K of plain SFT restarts
                 after SFT: round k trains a new adapter on every row from round k-1's merged model
                 (round 1: the merged `sft` model), merged by Axolotl's merge_lora, as many steps
-                and restarts as the self-play rounds
+                and restarts as the self-play rounds. Every round has the study's seed, and
+                Axolotl's seeded shuffle then gives every round the same order of the rows: a
+                round shorter than an epoch trains on the same first rows each time
+  sft_then_sft_reseeded_K  the same restarts with seed + k - 1 in round k (round 1 is
+                sft_then_sft_rounds_1), so each restart draws its own order of the rows
 An arm name may end in @TAU (its own tau: `ipo@1.0`, `ipo_sft@0.5`, `dpo@0.5` as rl_beta,
 `selfplay_sft_2@1.0`) and -sSTEPS (its own optimizer steps, per round for self-play: `sft-s120`,
 `selfplay_sft_3@1.0-s20`) and -nSAMPLES (its own samples per prompt, for the arms that sample:
@@ -67,9 +71,11 @@ ARMS = ("base", "sft", "sft_cosine", "ipo", "ipo_sft", "sft_then_ipo", "sft_then
 # self-play kind -> its rounds' recipe; the sft_then_ kind starts from the merged sft model
 SELFPLAY = {"selfplay": "ipo", "selfplay_sft": "ipo_sft", "sft_then_selfplay_sft": "ipo_sft"}
 SFT_ROUNDS = "sft_then_sft_rounds"  # plain SFT restarted per round: self-play's control
+SFT_RESEEDED = "sft_then_sft_reseeded"  # the same, round k with seed + k - 1
+SFT_ROUND_KINDS = (SFT_ROUNDS, SFT_RESEEDED)
 # plain Axolotl SFT, no plugin
-SFT_KINDS = ("sft", "sft_cosine", "sft_then_sft", "sft_then_sft_wrong", SFT_ROUNDS)
-ROUNDED = (*SELFPLAY, SFT_ROUNDS)  # the kinds whose arms are rounds of one run (KIND_K)
+SFT_KINDS = ("sft", "sft_cosine", "sft_then_sft", "sft_then_sft_wrong", *SFT_ROUND_KINDS)
+ROUNDED = (*SELFPLAY, *SFT_ROUND_KINDS)  # the kinds whose arms are rounds of one run (KIND_K)
 NO_TAU = ("base", *SFT_KINDS)  # the arms without a tau
 ROUND_KEYS = ("pairs", "samples_judged_right", "prompts_already_solved", "loss_first", "loss_last")
 ARM_NAME = re.compile(r"(?P<kind>[a-z_]+?)(?:_(?P<round>\d+))?(?:@(?P<tau>[^@]+?))?"
@@ -364,17 +370,28 @@ def train_run(run: Path, cfg: dict, what: str, before=None) -> float | None:
     return seconds
 
 
+def sft_round_dir(study: Study, arm: Arm, k: int) -> Path:
+    """Round ``k``'s folder of a run of plain SFT restarts; a reseeded run's round 1 is the
+    plain restarts' round 1 (the same config: the study's seed)."""
+    if arm.kind == SFT_RESEEDED and k == 1:
+        return study.work / arm.run.replace(SFT_RESEEDED, SFT_ROUNDS, 1) / "round-1"
+    return study.work / arm.run / f"round-{k}"
+
+
 def sft_rounds(arm: Arm, study: Study, rounds: int) -> float | None:
     """Plain SFT restarted ``rounds`` times after SFT (the control of self-play after SFT):
     round k trains a new adapter on every row from round k-1's merged model (round 1: the
-    merged sft model) and merges it; finished rounds are reused. Returns the seconds taken,
-    or None when every round was done."""
+    merged sft model) and merges it, with the study's seed (``sft_then_sft_reseeded``: seed +
+    k - 1); finished rounds are reused. Returns the seconds taken, or None when every round
+    was done."""
     arm_study, base, spent = arm.study(study), merged_sft(study), None
     rows = messages_file(study)
     for k in range(1, rounds + 1):
-        run, what = study.work / arm.run / f"round-{k}", f"arm {arm.run} round {k}"
+        run, what = sft_round_dir(study, arm, k), f"arm {arm.run} round {k}"
+        seed = arm_study.seed + (k - 1 if arm.kind == SFT_RESEEDED else 0)
+        cfg = sft_config(dataclasses.replace(arm_study, seed=seed), run, rows, str(base))
         started = time.perf_counter()
-        fresh = train_run(run, sft_config(arm_study, run, rows, str(base)), what) is not None
+        fresh = train_run(run, cfg, what) is not None
         fresh |= not is_merged(run)
         base = merged(run, what)
         if fresh:
@@ -417,8 +434,8 @@ def selfplay_rounds(arms: list[Arm]) -> dict[str, int]:
 def round_record(study: Study, arm: Arm) -> dict:
     """A self-play arm's round: its merged model and pair counts (its run's selfplay.json);
     a plain SFT round's: its merged model."""
-    if arm.kind == SFT_ROUNDS:
-        return {"model": str(merged_path(study.work / arm.run / f"round-{arm.round}"))}
+    if arm.kind in SFT_ROUND_KINDS:
+        return {"model": str(merged_path(sft_round_dir(study, arm, arm.round)))}
     path = study.work / arm.run / "selfplay.json"
     records = json.loads(path.read_text(encoding="utf-8"))["rounds"]
     return next(r for r in records if r["round"] == arm.round)
@@ -667,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, arm in parsed.items():
         if arm.round is not None:
             if arm.run not in seconds:
-                runner = sft_rounds if arm.kind == SFT_ROUNDS else selfplay
+                runner = sft_rounds if arm.kind in SFT_ROUND_KINDS else selfplay
                 seconds[arm.run] = runner(arm, study, rounds[arm.run])
         elif name != "base":
             seconds[name] = train(name, study)

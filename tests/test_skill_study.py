@@ -284,6 +284,49 @@ def test_sft_rounds_restart_plain_sft_from_each_rounds_merged_model(tmp_path, mo
         assert skill_study.parse_arm(bad) is None, bad
 
 
+def test_reseeded_sft_rounds_draw_their_own_order_of_the_rows(tmp_path, monkeypatch):
+    """With one seed every restart gets the same order from Axolotl's seeded shuffle (a round
+    shorter than an epoch repeats the same rows); the reseeded control runs round k with seed
+    + k - 1 and shares round 1 with the plain restarts."""
+    study = make_study(tmp_path, steps=240)
+    merged = fake_merged_sft(study)
+    calls = []
+
+    def run(argv, log, what):
+        calls.append(argv[2:])
+        if argv[2] == "axolotl.cli.merge_lora":
+            out = Path(argv[-1]).parent / "model" / "merged"
+            out.mkdir(parents=True)
+            (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(skill_study, "run_logged", run)
+    plain = skill_study.parse_arm("sft_then_sft_rounds_1-s30")
+    assert skill_study.sft_rounds(plain, study, 1) is not None and len(calls) == 2
+    arm = skill_study.parse_arm("sft_then_sft_reseeded_3-s30")
+    assert (arm.kind, arm.round) == ("sft_then_sft_reseeded", 3)
+    assert arm.run == "sft_then_sft_reseeded-s30"
+    assert skill_study.sft_rounds(arm, study, 3) is not None
+    shared = study.work / "sft_then_sft_rounds-s30" / "round-1"
+    two, three = (study.work / arm.run / f"round-{k}" for k in (2, 3))
+    assert calls[2:] == [["axolotl.cli.train", str(two / "config.yml")],
+                         ["axolotl.cli.merge_lora", str(two / "config.yml")],
+                         ["axolotl.cli.train", str(three / "config.yml")],
+                         ["axolotl.cli.merge_lora", str(three / "config.yml")]]  # round 1 reused
+    configs = [yaml.safe_load((d / "config.yml").read_text()) for d in (shared, two, three)]
+    assert [c["seed"] for c in configs] == [study.seed, study.seed + 1, study.seed + 2]
+    assert configs[0]["base_model"] == str(merged)
+    assert configs[1]["base_model"] == str(shared / "model" / "merged")
+    assert configs[2]["base_model"] == str(two / "model" / "merged")
+    drop = ("output_dir", "dataset_prepared_path", "base_model", "seed")
+    assert {k: v for k, v in configs[2].items() if k not in drop} == {
+        k: v for k, v in configs[0].items() if k not in drop}
+    first = skill_study.parse_arm("sft_then_sft_reseeded_1-s30")
+    assert skill_study.round_record(study, first)["model"] == str(shared / "model" / "merged")
+    assert skill_study.round_record(study, arm)["model"] == str(three / "model" / "merged")
+    assert skill_study.pairs_of(arm, study) is None
+    assert skill_study.parse_arm("sft_then_sft_reseeded_2@1.0") is None
+
+
 def test_a_finished_arm_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(skill_study, "run_logged", lambda argv, log, what: calls.append(argv))
