@@ -33,6 +33,22 @@ def fake_merged_sft(study: skill_study.Study) -> Path:
     return merged
 
 
+def fake_axolotl_runs(monkeypatch) -> list[list[str]]:
+    """Stand-ins for the study's Axolotl commands: training writes nothing, merge_lora writes
+    the merged model; returns the list their arguments are recorded in."""
+    calls: list[list[str]] = []
+
+    def run(argv, log, what):
+        calls.append(argv[2:])
+        if argv[2] == "axolotl.cli.merge_lora":
+            out = Path(argv[-1]).parent / "model" / "merged"
+            out.mkdir(parents=True)
+            (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(skill_study, "run_logged", run)
+    return calls
+
+
 @pytest.mark.parametrize(("ref", "cand", "expected"), [
     ("the cat sat on the mat", "the cat sat on the mat", 1.0),
     ("the cat sat", "dogs bark", 0.0),
@@ -246,16 +262,7 @@ def test_sft_rounds_restart_plain_sft_from_each_rounds_merged_model(tmp_path, mo
     """The control of self-play after SFT: as many restarts and steps, plain SFT on every row."""
     study = make_study(tmp_path, steps=240)
     merged = fake_merged_sft(study)
-    calls = []
-
-    def run(argv, log, what):  # train writes nothing; merge_lora writes the merged model
-        calls.append(argv[2:])
-        if argv[2] == "axolotl.cli.merge_lora":
-            out = Path(argv[-1]).parent / "model" / "merged"
-            out.mkdir(parents=True)
-            (out / "config.json").write_text("{}")
-
-    monkeypatch.setattr(skill_study, "run_logged", run)
+    calls = fake_axolotl_runs(monkeypatch)
     arm = skill_study.parse_arm("sft_then_sft_rounds_2-s30")
     assert (arm.kind, arm.round, arm.steps, arm.run) == (
         "sft_then_sft_rounds", 2, 30, "sft_then_sft_rounds-s30")
@@ -290,16 +297,7 @@ def test_reseeded_sft_rounds_draw_their_own_order_of_the_rows(tmp_path, monkeypa
     + k - 1 and shares round 1 with the plain restarts."""
     study = make_study(tmp_path, steps=240)
     merged = fake_merged_sft(study)
-    calls = []
-
-    def run(argv, log, what):
-        calls.append(argv[2:])
-        if argv[2] == "axolotl.cli.merge_lora":
-            out = Path(argv[-1]).parent / "model" / "merged"
-            out.mkdir(parents=True)
-            (out / "config.json").write_text("{}")
-
-    monkeypatch.setattr(skill_study, "run_logged", run)
+    calls = fake_axolotl_runs(monkeypatch)
     plain = skill_study.parse_arm("sft_then_sft_rounds_1-s30")
     assert skill_study.sft_rounds(plain, study, 1) is not None and len(calls) == 2
     arm = skill_study.parse_arm("sft_then_sft_reseeded_3-s30")
