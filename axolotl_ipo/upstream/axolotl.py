@@ -35,6 +35,9 @@ REQUIRED = (
     "axolotl.cli.train",  # TRAIN_MODULE
     "axolotl.cli.merge_lora",  # MERGE_MODULE
     "axolotl.loaders.model:ModelLoader",  # seeds_lora_init's probe
+    "axolotl.cli.args:TrainerCliArgs",  # sft_trainer (benchmarks/training_order.py)
+    "axolotl.common.datasets:load_datasets",
+    "axolotl.train:setup_model_and_trainer",
 )
 
 TRAIN_MODULE = "axolotl.cli.train"  # `python -m` these: self-play's training and LoRA merge
@@ -125,6 +128,17 @@ def load_cfg(path: str) -> Any:
     from axolotl.cli.config import load_cfg as load
 
     return load(path)
+
+
+def sft_trainer(cfg: Any) -> Any:
+    """The trainer `axolotl train` builds for an SFT config (its datasets loaded, the model and
+    adapter set up), not trained."""
+    from axolotl.cli.args import TrainerCliArgs
+    from axolotl.common.datasets import load_datasets
+    from axolotl.train import setup_model_and_trainer
+
+    trainer, *_ = setup_model_and_trainer(cfg, load_datasets(cfg=cfg, cli_args=TrainerCliArgs()))
+    return trainer
 
 
 def load_tokenizer(cfg: Any) -> Any:
