@@ -117,6 +117,17 @@ class RejectionSamplingArgs(BaseModel):
         "wrong sample is taken instead and a prompt left without one is dropped and counted.",
     )
 
+    solved: Literal["drop", "nll"] = Field(
+        default="drop",
+        description="A prompt whose samples were all judged right (already solved): `drop` "
+        "leaves it out and counts it. `nll` keeps it as a row whose rejected answer is its "
+        "chosen one: IPO's gradient on such a row is zero, so it trains only through "
+        "`ipo_sft_weight`'s NLL term, which then covers every row, solved or not. IPO's term is "
+        "still averaged over all rows of a batch, so each real pair weighs less as more rows "
+        "are solved; TRL's logged rewards/accuracies count these rows as ties. Needs an "
+        "`answer_check` and `ipo_sft_weight` > 0.",
+    )
+
     @field_validator("answer_check")
     @classmethod
     def _loadable_check(cls, name: str) -> str:
@@ -135,6 +146,15 @@ class RejectionSamplingArgs(BaseModel):
             raise ValueError(
                 "rejection_sampling.batch_tokens: null needs rejection_sampling.batch_size (a "
                 "batch must be capped by rows or tokens); set one of them"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _solved_needs_check(self) -> RejectionSamplingArgs:
+        if self.solved == "nll" and self.answer_check == "none":
+            raise ValueError(
+                "rejection_sampling.solved: nll needs an answer_check (with `none` no prompt is "
+                "ever solved); set rejection_sampling.answer_check, e.g. `number` or `contains`"
             )
         return self
 
@@ -196,3 +216,14 @@ class IPOArgs(BaseModel):
                 f"1/(2*tau); write a positive value such as `ipo_tau: {DEFAULT_TAU}`."
             )
         return tau
+
+    @model_validator(mode="after")
+    def _solved_rows_need_nll(self) -> IPOArgs:
+        sampling = self.rejection_sampling
+        if sampling is not None and sampling.solved == "nll" and not self.ipo_sft_weight:
+            raise ValueError(
+                "rejection_sampling.solved: nll keeps solved prompts only for the NLL term, "
+                f"but ipo_sft_weight is {self.ipo_sft_weight}; set `ipo_sft_weight` > 0 "
+                "(e.g. 1.0) or `solved: drop`"
+            )
+        return self

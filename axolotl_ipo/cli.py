@@ -199,6 +199,7 @@ def _selfplay_run(args: argparse.Namespace):
         adapter=cfg.get("adapter"),
         eval_data=args.eval_data,
         echo=sys.stdout,
+        reseed=args.reseed,
     )
 
 
@@ -234,6 +235,12 @@ def _add_selfplay(sub) -> None:
     )
     selfplay.add_argument(
         "--eval-data", help="held-out SFT file: `axolotl-ipo eval` after every round"
+    )
+    selfplay.add_argument(
+        "--reseed", action="store_true",
+        help="round k trains with seed + k - 1, so each round draws its own order of the rows "
+        "(Axolotl orders them by the seed: rounds shorter than an epoch on the same rows "
+        "otherwise see the same first rows every round)",
     )
     selfplay.set_defaults(func=cmd_selfplay)
 

@@ -244,10 +244,11 @@ def make_pair_row(
     chosen, chosen_source = samples.chosen(policy)
     position, drop = samples.rejected(chosen, policy)
     shown = samples.samples[position or 0]
+    solved = drop == "already_solved" and policy.solved == "nll"
     row: dict[str, Any] = {
         "prompt": prompt.text,
         "chosen": chosen + end_token,
-        "rejected": shown.text + end_token,
+        "rejected": (chosen if solved else shown.text) + end_token,
         "source": prompt.example.source,
         "row": prompt.example.row,
         "index": prompt.index,
@@ -263,7 +264,9 @@ def make_pair_row(
     }
     if samples.error is not None:
         row["check_error"] = samples.error
-    if drop:
+    if solved:  # kept for the NLL term: identical answers give IPO a zero gradient
+        row["solved"] = True
+    elif drop:
         row["drop_reason"] = drop
     return row
 
@@ -428,9 +431,11 @@ def _summary(
     job: _Job, policy: PairPolicy, stats: MergeStats, rows: list[dict], too_long: int
 ) -> PairsSummary:
     """The run summary from every shard row (earlier, interrupted runs included)."""
+    solved = sum(bool(r.get("solved")) for r in rows if not r.get("drop_reason"))
     return PairsSummary(
         rows_in=job.rows_in,
-        pairs_out=stats.kept,
+        pairs_out=stats.kept - solved,
+        solved_kept=solved,
         invalid=dict(sorted(Counter(bad.kind for bad in job.invalid).items())),
         dropped=stats.dropped,
         batches=len(job.plan),

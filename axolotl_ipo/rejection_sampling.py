@@ -107,7 +107,9 @@ def _settings(args: RejectionSamplingArgs, stop_tokens: tuple[str, ...]) -> Samp
 
 
 def pair_policy(args: RejectionSamplingArgs) -> PairPolicy:
-    return PairPolicy(args.answer_check, args.num_samples, args.chosen, args.truncated)
+    return PairPolicy(
+        args.answer_check, args.num_samples, args.chosen, args.truncated, args.solved
+    )
 
 
 def generator_stop_tokens(training_eos: str, generator_path: str, cfg: Any) -> tuple[str, ...]:

@@ -2,10 +2,11 @@
 
 Each sample is judged by the answer check (:mod:`axolotl_ipo.checks`). The rejected answer is
 the first sample judged wrong that is usable (not empty, not the chosen text, and not cut at
-``max_new_tokens`` when ``truncated: drop``). The chosen answer is the gold one, or with
-``chosen: correct_sample`` the first sample judged right that ended on its own. A prompt is
-settled once neither can change, so sampling it again is not needed. Nothing here knows about
-models or Axolotl.
+``max_new_tokens`` when ``truncated: drop``); a prompt with none is dropped, or with
+``solved: nll`` an already solved one keeps its chosen answer on both sides. The chosen answer
+is the gold one, or with ``chosen: correct_sample`` the first sample judged right that ended
+on its own. A prompt is settled once neither can change, so sampling it again is not needed.
+Nothing here knows about models or Axolotl.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class PairPolicy:
     num_samples: int = 1
     chosen: Literal["gold", "correct_sample"] = "gold"
     truncated: Literal["keep", "drop"] = "keep"
+    solved: Literal["drop", "nll"] = "drop"
     check: AnswerCheck = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -46,12 +48,15 @@ class PairPolicy:
         object.__setattr__(self, "check", load_check(self.answer_check))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "answer_check": self.answer_check,
             "num_samples": self.num_samples,
             "chosen": self.chosen,
             "truncated": self.truncated,
         }
+        if self.solved != "drop":  # stores made before the key existed keep their cache key
+            data["solved"] = self.solved
+        return data
 
 
 @dataclass(frozen=True)

@@ -52,17 +52,36 @@ class SelfplayRun:
     adapter: str | None = None
     eval_data: str | None = None
     echo: TextIO | None = None  # where the subprocesses' output is mirrored (the terminal)
+    reseed: bool = False  # round k trains with seed + k - 1 (round_seed)
 
     def round_dir(self, index: int) -> Path:
         return self.output_dir / f"round-{index}"
 
 
-def round_config(raw: Mapping[str, Any], round_dir: Path, base_model: str | None) -> dict:
+TRAINER_SEED = 42  # transformers' TrainingArguments.seed, what a config without `seed` trains with
+
+
+def round_seed(raw: Mapping[str, Any], index: int, reseed: bool) -> int | None:
+    """The `seed` round ``index`` trains with when it is not the config's own: with --reseed,
+    seed + index - 1 from round 2 on. Axolotl orders the rows by the seed, so without it a round
+    shorter than an epoch on the same rows trains on the same first rows every round."""
+    if not reseed or index == 1:
+        return None
+    seed = raw.get("seed")
+    return (TRAINER_SEED if seed is None else int(seed)) + index - 1
+
+
+def round_config(
+    raw: Mapping[str, Any], round_dir: Path, base_model: str | None, seed: int | None = None
+) -> dict:
     """The user's config for one round: its own output and prepared data (so the pairs are
     sampled again), and from round 2 on ``base_model`` = the previous round's model, which
     then also generates the rejected answers (``rejection_sampling.model`` applies to round 1
-    only). Every other key, ``rejection_sampling``'s included, is kept as written."""
+    only), and ``seed`` when given (:func:`round_seed`). Every other key,
+    ``rejection_sampling``'s included, is kept as written."""
     cfg = copy.deepcopy(dict(raw))
+    if seed is not None:
+        cfg["seed"] = seed
     cfg["output_dir"] = str(round_dir)
     cfg["dataset_prepared_path"] = str(round_dir / "prepared")
     sampling = dict(cfg.pop("rejection_sampling", None) or {})
@@ -205,7 +224,8 @@ def loss_ends(round_dir: Path) -> dict[str, float | None]:
 def _play_round(run: SelfplayRun, raw: Mapping[str, Any], index: int, previous: Path | None):
     """Round ``index`` from wherever it stopped; returns its record (also ``round.json``)."""
     round_dir = run.round_dir(index)
-    cfg = round_config(raw, round_dir, None if previous is None else str(previous))
+    cfg = round_config(raw, round_dir, None if previous is None else str(previous),
+                       round_seed(raw, index, run.reseed))
     config = round_dir / "config.yml"
     atomic_write(config, yaml.safe_dump(cfg, sort_keys=False))
     generator = (cfg.get("rejection_sampling") or {}).get("model") or cfg["base_model"]

@@ -16,7 +16,8 @@ class PairsSummary:
     cover only the batches this process sampled in this run."""
 
     rows_in: int = 0
-    pairs_out: int = 0
+    pairs_out: int = 0  # rows with a rejected answer unlike the chosen one
+    solved_kept: int = 0  # solved prompts kept for the NLL term alone (`solved: nll`)
     invalid: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     batches: int = 0
@@ -35,8 +36,8 @@ class PairsSummary:
 
     @property
     def already_solved(self) -> int:
-        """Prompts whose samples were all judged right."""
-        return self.dropped.get("already_solved", 0)
+        """Prompts whose samples were all judged right (dropped, or kept with `solved: nll`)."""
+        return self.dropped.get("already_solved", 0) + self.solved_kept
 
     @property
     def check_errors(self) -> int:
@@ -99,6 +100,7 @@ class PairsSummary:
             ("answer check", self.answer_check),
             ("samples judged right", f"{self.samples_right} / {self.samples_judged}"),
             ("prompts already solved", str(self.already_solved)),
+            *([("solved kept for NLL only", str(self.solved_kept))] if self.solved_kept else []),
             ("check errors", str(self.check_errors)),
             ("truncated dropped", str(self.truncated_dropped)),
             ("rejected cut at max_new_tokens", str(self.truncated)),

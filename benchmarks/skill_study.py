@@ -33,6 +33,10 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
   sft_then_selfplay_sft_K  round K of those rounds started from the merged `sft` model: round 1
                 is sft_then_ipo_sft, round k samples from and is referenced to round k-1's
                 model (SPIN's and Iterative RPO's iterations after SFT)
+  sft_then_selfplay_nll_K  the same rounds with the NLL term on every row: a prompt the model
+                already solves stays with its gold answer on both sides (`solved: nll`, zero IPO
+                gradient), and round k trains with seed + k - 1 (`selfplay --reseed`), as
+                sft_then_sft_reseeded_K does: its control
   sft_then_sft_rounds_K  the control for sft_then_selfplay_sft_K: round K of plain SFT restarts
                 after SFT: round k trains a new adapter on every row from round k-1's merged model
                 (round 1: the merged `sft` model), merged by Axolotl's merge_lora, as many steps
@@ -69,7 +73,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("base", "sft", "sft_cosine", "ipo", "ipo_sft", "sft_then_ipo", "sft_then_ipo_sft",
         "sft_then_sft", "sft_then_sft_wrong", "dpo")
 # self-play kind -> its rounds' recipe; the sft_then_ kind starts from the merged sft model
-SELFPLAY = {"selfplay": "ipo", "selfplay_sft": "ipo_sft", "sft_then_selfplay_sft": "ipo_sft"}
+SELFPLAY = {"selfplay": "ipo", "selfplay_sft": "ipo_sft", "sft_then_selfplay_sft": "ipo_sft",
+            "sft_then_selfplay_nll": "ipo_sft_nll"}
+RESEEDED_SELFPLAY = ("sft_then_selfplay_nll",)  # `axolotl-ipo selfplay --reseed`
 SFT_ROUNDS = "sft_then_sft_rounds"  # plain SFT restarted per round: self-play's control
 SFT_RESEEDED = "sft_then_sft_reseeded"  # the same, round k with seed + k - 1
 SFT_ROUND_KINDS = (SFT_ROUNDS, SFT_RESEEDED)
@@ -222,10 +228,13 @@ def ipo_keys(study: Study) -> dict:
 
 
 def recipe_keys(kind: str, study: Study) -> dict:
-    """The plugin's keys for an IPO recipe: ``ipo`` or ``ipo_sft`` (the same plus the NLL term)."""
+    """The plugin's keys for an IPO recipe: ``ipo``, ``ipo_sft`` (the same plus the NLL term) or
+    ``ipo_sft_nll`` (the NLL term on every row: solved prompts kept, `solved: nll`)."""
     keys = ipo_keys(study)
-    if kind == "ipo_sft":
+    if kind in ("ipo_sft", "ipo_sft_nll"):
         keys["ipo_sft_weight"] = study.sft_weight
+    if kind == "ipo_sft_nll":
+        keys["rejection_sampling"]["solved"] = "nll"
     return keys
 
 
@@ -416,8 +425,9 @@ def selfplay(arm: Arm, study: Study, rounds: int) -> float | None:
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     started = time.perf_counter()
+    reseed = ["--reseed"] if arm.kind in RESEEDED_SELFPLAY else []
     run_logged([sys.executable, "-m", "axolotl_ipo.cli", "selfplay", str(run / "config.yml"),
-                "--rounds", str(rounds)], run / "selfplay.log",
+                "--rounds", str(rounds), *reseed], run / "selfplay.log",
                f"{arm.run}: axolotl-ipo selfplay, {rounds} rounds")
     return time.perf_counter() - started
 

@@ -195,6 +195,21 @@ def test_first_wrong_sample_is_rejected_and_solved_prompts_are_counted(
     assert json.loads(result.store.summary_path.read_text())["already_solved"] == 1
 
 
+def test_solved_nll_keeps_solved_prompts_with_chosen_on_both_sides(tmp_path, tokenizer):
+    policy = PairPolicy("user_checks:by_table", num_samples=3, solved="nll")
+    _, result, pairs = run(tmp_path, tokenizer, policy, [], "nll")
+    # q1's three samples were right: kept, rejected = chosen; q2 (the check raised) still dropped
+    assert sorted(pairs) == [0, 1, 3, 4]
+    assert pairs[1]["chosen"] == pairs[1]["rejected"] == f"gold 1{EOS}" and pairs[1]["solved"]
+    assert not any(pairs[i].get("solved") for i in (0, 3, 4))
+    assert pairs[0]["rejected"] == f"q0 try2{EOS}"  # real pairs are those of `solved: drop`
+    s = result.summary
+    assert (s.pairs_out, s.solved_kept, s.already_solved, s.check_errors) == (3, 1, 1, 1)
+    assert "solved kept for NLL only" in s.format()
+    # the policy is part of the cache key; `drop` keeps the key stores had before the option
+    assert policy.to_dict()["solved"] == "nll" and "solved" not in PairPolicy("none").to_dict()
+
+
 def test_correct_sample_is_chosen_and_truncated_samples_can_be_dropped(tmp_path, tokenizer):
     policy = PairPolicy("user_checks:by_table", 3, chosen="correct_sample")
     _, _, pairs = run(tmp_path, tokenizer, policy, [], "c")

@@ -157,3 +157,24 @@ def test_vllm_settings_reach_the_engine():
     }
     cfg["rejection_sampling"]["backend"] = "transformers"
     assert _generator_options(cfg, sampling_args(cfg)) == {"trust_remote_code": True}
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [({"rejection_sampling": {"solved": "nll", "answer_check": "number"}},
+      "rejection_sampling.solved: nll keeps solved prompts only for the NLL term, but "
+      "ipo_sft_weight is None; set `ipo_sft_weight` > 0"),
+     ({"ipo_sft_weight": 1.0, "rejection_sampling": {"solved": "nll"}},
+      "rejection_sampling.solved: nll needs an answer_check")],
+    ids=["no_sft_weight", "no_check"],
+)
+def test_solved_nll_needs_a_check_and_the_nll_term(keys, message):
+    with pytest.raises(IPOConfigError) as err:
+        normalise(ipo_cfg(**keys))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_solved_nll_with_both_is_accepted():
+    cfg = normalise(ipo_cfg(ipo_sft_weight=1.0,
+                            rejection_sampling={"solved": "nll", "answer_check": "number"}))
+    assert cfg["dpo_loss_weights"] == [1.0, 1.0]

@@ -1,5 +1,6 @@
 """`ipo_sft_weight` and the `ipo/...` diagnostics through the real Axolotl CLI on the tiny model."""
 
+import json
 import math
 
 import pytest
@@ -39,6 +40,30 @@ def test_sft_weight_adds_alpha_times_the_chosen_nll_at_step_0(tiny_model_dir, tm
     assert nll > 1.0  # a random model: the SFT term is far from negligible
     assert steps[0]["loss"] == pytest.approx((1 / (2 * tau)) ** 2 + alpha * nll, rel=1e-4)
     assert "ipo/target_distance" not in steps[0]  # sqrt(loss) is no IPO distance with SFT added
+
+
+def test_solved_prompts_kept_for_nll_train_on_their_chosen_nll(tiny_model_dir, tmp_path):
+    """`solved: nll`: "Say hello." (every sample right under user_checks:coin) trains with its
+    gold answer on both sides: its IPO term is the constant (1/(2 tau))^2 and its chosen NLL
+    joins the batch's sft term, so step 0's loss is that constant plus alpha times the NLL of
+    every row."""
+    alpha, tau = 0.5, 0.1
+    sampling = {"max_new_tokens": 12, "batch_size": 3, "temperature": 1.0, "num_samples": 2,
+                "answer_check": "user_checks:coin", "solved": "nll"}
+    raw = sft_config(tiny_model_dir, tmp_path, ipo_sft_weight=alpha, micro_batch_size=16,
+                     max_steps=1, rejection_sampling=sampling)
+    code, log = run(axolotl("train", write_config(tmp_path, raw)), tmp_path)
+    assert code == 0, log[-3000:]
+    [pairs_file] = (tmp_path / "prepared" / "ipo_pairs").glob("*/pairs.jsonl")
+    pairs = read_jsonl(pairs_file)
+    solved = [p for p in pairs if p.get("solved")]
+    assert len(solved) == 1 and "Say hello." in solved[0]["prompt"]
+    assert solved[0]["rejected"] == solved[0]["chosen"] and len(pairs) > len(solved)
+    summary = json.loads((pairs_file.parent / "summary.json").read_text(encoding="utf-8"))
+    assert (summary["solved_kept"], summary["pairs_out"]) == (1, len(pairs) - 1)
+    _, steps = read_metrics(tmp_path / "out")
+    nll = chosen_nll(tiny_model_dir, pairs, raw["sequence_len"])
+    assert steps[0]["loss"] == pytest.approx((1 / (2 * tau)) ** 2 + alpha * nll, rel=1e-4)
 
 
 def tensorboard_scalars(folder) -> dict[str, list[float]]:

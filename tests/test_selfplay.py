@@ -12,6 +12,7 @@ from axolotl_ipo.selfplay import (
     loss_ends,
     pair_stats,
     round_config,
+    round_seed,
     run_selfplay,
     train_argv,
 )
@@ -49,6 +50,15 @@ def test_later_rounds_train_and_sample_from_the_previous_model(tmp_path):
 def test_without_rejection_sampling_keys_none_are_added(tmp_path):
     user = {k: v for k, v in USER.items() if k != "rejection_sampling"}
     assert "rejection_sampling" not in round_config(user, tmp_path, "/m")
+
+
+def test_reseed_gives_round_k_seed_plus_k_minus_1_and_round_1_its_own(tmp_path):
+    assert [round_seed({"seed": 7}, k, True) for k in (1, 2, 3)] == [None, 8, 9]
+    assert round_seed({}, 3, True) == 44  # transformers' default seed 42 when the config has none
+    assert round_seed({"seed": 0}, 2, True) == 1
+    assert round_seed({"seed": 7}, 3, False) is None  # without --reseed every round keeps it
+    assert round_config({**USER, "seed": 7}, tmp_path, "/m", 9)["seed"] == 9
+    assert round_config({**USER, "seed": 7}, tmp_path, "/m")["seed"] == 7
 
 
 @pytest.mark.parametrize(

@@ -258,6 +258,31 @@ def test_selfplay_after_sft_starts_its_rounds_from_the_merged_sft_model(tmp_path
         assert skill_study.parse_arm(bad) is None, bad
 
 
+def test_nll_rounds_keep_solved_prompts_and_reseed_each_round(tmp_path, monkeypatch):
+    """sft_then_selfplay_nll: the sft_then_selfplay_sft recipe plus `solved: nll`, run with
+    `selfplay --reseed` (round k with seed + k - 1, as its control sft_then_sft_reseeded_K)."""
+    study = make_study(tmp_path, steps=240)
+    fake_merged_sft(study)
+    calls = []
+    monkeypatch.setattr(skill_study, "run_logged", lambda argv, log, what: calls.append(argv))
+    arm = skill_study.parse_arm("sft_then_selfplay_nll_3@1.0-s30")
+    assert (arm.kind, arm.round, arm.run) == ("sft_then_selfplay_nll", 3,
+                                             "sft_then_selfplay_nll@1.0-s30")
+    skill_study.selfplay(arm, study, 3)
+    run = study.work / arm.run
+    assert calls[0][-5:] == ["selfplay", str(run / "config.yml"), "--rounds", "3", "--reseed"]
+    cfg = yaml.safe_load((run / "config.yml").read_text())
+    assert cfg["rejection_sampling"]["solved"] == "nll" and cfg["ipo_sft_weight"] > 0
+    sft = skill_study.parse_arm("sft_then_selfplay_sft_3@1.0-s30")
+    skill_study.selfplay(sft, study, 3)
+    assert calls[1][-1] == "3"  # the earlier rounds keep one seed
+    other = yaml.safe_load((study.work / sft.run / "config.yml").read_text())
+    drop = ("output_dir", "dataset_prepared_path")
+    other["rejection_sampling"]["solved"] = "nll"
+    assert {k: v for k, v in cfg.items() if k not in drop} == {
+        k: v for k, v in other.items() if k not in drop}
+
+
 def test_sft_rounds_restart_plain_sft_from_each_rounds_merged_model(tmp_path, monkeypatch):
     """The control of self-play after SFT: as many restarts and steps, plain SFT on every row."""
     study = make_study(tmp_path, steps=240)
