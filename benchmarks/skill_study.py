@@ -477,10 +477,11 @@ def pairs_of(arm: Arm, study: Study) -> Path | None:
 def rejected_score(path: Path, study: Study, eos: str) -> dict:
     """How good the rejected answers an arm trained on were, by the study's own check against
     the row's gold answer: how many pairs and their mean score. A self-play round's value is
-    how well the model it sampled from already did on its own training prompts."""
+    how well the model it sampled from already did on its own training prompts. Solved prompts
+    kept for the NLL term (`solved: nll`, rejected = chosen) are no pairs: not counted."""
     examples = training_examples(study)
     check = load_check(study.check)
-    pairs = read_jsonl(path)
+    pairs = [r for r in read_jsonl(path) if not r.get("solved")]
     scores = [float(check(examples[r["row"]].prompt_messages, [examples[r["row"]].gold],
                           r["rejected"].removesuffix(eos))) for r in pairs]
     return {"pairs": len(pairs), "rejected_score": sum(scores) / max(len(scores), 1)}
