@@ -5,8 +5,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from axolotl_ipo.selfplay import (
+    SelfplayError,
     SelfplayRun,
     format_rounds,
     loss_ends,
@@ -132,3 +134,25 @@ def test_table_has_a_row_per_round_with_short_paths(tmp_path):
     row = table.splitlines()[2].split()
     assert row == ["2", "round-1/merged", "8", "-", "3", "25.000", "24.500", "round-2/merged",
                    "0.750", "2.000", "0.100"]
+
+
+@pytest.mark.parametrize("reseed", [False, True])
+def test_the_reseed_flag_reaches_the_rounds_config(tiny_model_dir, tmp_path, reseed):
+    """`axolotl-ipo selfplay --reseed`: round 2's config.yml trains with seed + 1."""
+    from axolotl_ipo.cli import _selfplay_run, build_parser
+
+    from helpers import sft_config, write_config
+
+    config = write_config(tmp_path, sft_config(tiny_model_dir, tmp_path, seed=5))
+    args = build_parser().parse_args(["selfplay", str(config), "--rounds", "2",
+                                      "--launcher", "/nonexistent-launcher",
+                                      *(["--reseed"] if reseed else [])])
+    run = _selfplay_run(args)
+    assert isinstance(run, SelfplayRun), run
+    assert run.reseed is reseed
+    run.round_dir(1).mkdir(parents=True)
+    (run.round_dir(1) / "round.json").write_text(json.dumps({"round": 1, "model": "m1"}))
+    with pytest.raises(SelfplayError, match="cannot run"):
+        run_selfplay(run)
+    cfg = yaml.safe_load((run.round_dir(2) / "config.yml").read_text())
+    assert (cfg["seed"], cfg["base_model"]) == (6 if reseed else 5, "m1")
