@@ -35,7 +35,11 @@ def _stats(lengths: list[int]) -> str:
 
 
 def report(path: Path, examples: int = 3, end_token: str = "") -> str:
-    rows = read_pairs(path)
+    """Counts, lengths and examples of the pairs; solved prompts kept for the NLL term
+    (`solved: nll`, rejected = chosen by design) are counted apart, not as identical pairs."""
+    every = read_pairs(path)
+    rows = [row for row in every if not row.get("solved")]
+    solved = len(every) - len(rows)
     chosen = [strip_end(row["chosen"], end_token) if end_token else row["chosen"] for row in rows]
     rejected = [
         strip_end(row["rejected"], end_token) if end_token else row["rejected"] for row in rows
@@ -43,8 +47,9 @@ def report(path: Path, examples: int = 3, end_token: str = "") -> str:
     pairs = zip(chosen, rejected, strict=True)
     identical = sum(normalise_answer(good) == normalise_answer(bad) for good, bad in pairs)
     sources = sorted({row.get("source", "?") for row in rows})
+    kept = f" (+ {solved} solved prompts kept for the NLL term)" if solved else ""
     lines = [
-        f"{path}: {len(rows)} pairs from {len(sources)} source(s): {', '.join(sources)}",
+        f"{path}: {len(rows)} pairs{kept} from {len(sources)} source(s): {', '.join(sources)}",
         f"chosen chars    {_stats([len(text) for text in chosen])}",
         f"rejected chars  {_stats([len(text) for text in rejected])}",
         f"identical chosen/rejected: {identical} ({identical / max(len(rows), 1):.1%})",

@@ -482,3 +482,16 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path, tokenizer, model_dir):
     assert calls == [1] and res.summary.batches_sampled == 10 - seen[-1]
     assert read_bytes(res) == read_bytes(ref)
     assert res.summary.tokens_generated == ref.summary.tokens_generated
+
+
+def test_inspect_counts_solved_rows_apart_from_identical_pairs(tmp_path):
+    from axolotl_ipo.inspect_pairs import report
+
+    rows = [{"prompt": "p0", "chosen": "a", "rejected": "b"},
+            {"prompt": "p1", "chosen": "c", "rejected": "c"},  # a real pair gone identical
+            {"prompt": "p2", "chosen": "d", "rejected": "d", "solved": True}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    text = report(path)
+    assert "2 pairs (+ 1 solved prompts kept for the NLL term)" in text
+    assert "identical chosen/rejected: 1 (50.0%)" in text
