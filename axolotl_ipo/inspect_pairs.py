@@ -6,6 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
+from axolotl_ipo.pairs import real_pairs
 from axolotl_ipo.selection import normalise_answer, strip_end
 
 
@@ -38,7 +39,7 @@ def report(path: Path, examples: int = 3, end_token: str = "") -> str:
     """Counts, lengths and examples of the pairs; solved prompts kept for the NLL term
     (`solved: nll`, rejected = chosen by design) are counted apart, not as identical pairs."""
     every = read_pairs(path)
-    rows = [row for row in every if not row.get("solved")]
+    rows = real_pairs(every)
     solved = len(every) - len(rows)
     chosen = [strip_end(row["chosen"], end_token) if end_token else row["chosen"] for row in rows]
     rejected = [

@@ -33,6 +33,7 @@ __all__ = [
     "build_pairs",
     "make_pair_row",
     "plan_batches",
+    "real_pairs",
     "render_prompts",
     "sample_prompts",
 ]
@@ -228,6 +229,12 @@ def sample_prompts(
             states[i].judge(completion, policy, end)
         tokens += sum(c.n_tokens for c in completions)
     return states, tokens
+
+
+def real_pairs(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that are preference pairs: without the solved prompts `solved: nll` keeps for
+    the NLL term (rejected = chosen by design), which no preference metric may count."""
+    return [row for row in rows if not row.get("solved")]
 
 
 def make_pair_row(

@@ -481,7 +481,9 @@ def rejected_score(path: Path, study: Study, eos: str) -> dict:
     kept for the NLL term (`solved: nll`, rejected = chosen) are no pairs: not counted."""
     examples = training_examples(study)
     check = load_check(study.check)
-    pairs = [r for r in read_jsonl(path) if not r.get("solved")]
+    from axolotl_ipo.pairs import real_pairs
+
+    pairs = real_pairs(read_jsonl(path))
     scores = [float(check(examples[r["row"]].prompt_messages, [examples[r["row"]].gold],
                           r["rejected"].removesuffix(eos))) for r in pairs]
     return {"pairs": len(pairs), "rejected_score": sum(scores) / max(len(scores), 1)}

@@ -495,3 +495,10 @@ def test_inspect_counts_solved_rows_apart_from_identical_pairs(tmp_path):
     text = report(path)
     assert "2 pairs (+ 1 solved prompts kept for the NLL term)" in text
     assert "identical chosen/rejected: 1 (50.0%)" in text
+
+
+def test_real_pairs_leave_out_solved_rows_kept_for_the_nll_term():
+    from axolotl_ipo.pairs import real_pairs
+
+    rows = [{"chosen": "a", "rejected": "b"}, {"chosen": "c", "rejected": "c", "solved": True}]
+    assert real_pairs(rows) == rows[:1]

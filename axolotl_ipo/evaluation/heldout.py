@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from axolotl_ipo.checks import gold_answers
-from axolotl_ipo.pairs import RenderedPrompt, render_prompts
+from axolotl_ipo.pairs import RenderedPrompt, real_pairs, render_prompts
 from axolotl_ipo.rejection_sampling import (
     config_examples,
     sample_examples,
@@ -64,5 +64,6 @@ def load_heldout(
     answers = [gold_answers(strip_end(p.example.gold, end), p.example.answers) for p in rendered]
     result = sample_examples(held, tokenizer, examples, invalid, output_dir=store_dir)
     position = {p.index: i for i, p in enumerate(rendered)}  # pairs keep their example's index
-    pairs = [(position[row["index"]], row["rejected"]) for row in result.store.read_pairs()]
+    pairs = [(position[row["index"]], row["rejected"])
+             for row in real_pairs(result.store.read_pairs())]
     return HeldOut(rendered, golds, answers, pairs, result.path, len(invalid) + len(too_long))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from axolotl_ipo.args import DEFAULT_BATCH_TOKENS
-from axolotl_ipo.pairs import RenderedPrompt, sampling_plan
+from axolotl_ipo.pairs import RenderedPrompt, real_pairs, sampling_plan
 from axolotl_ipo.sampling import SamplingSettings, model_fingerprint
 from axolotl_ipo.store import atomic_write, cache_key
 
@@ -192,7 +192,7 @@ def _training_pairs(cfg: Any, tokenizer: Any, limit: int = 256) -> list[dict]:
             "pairs are left out; `axolotl-ipo sample CONFIG` builds them"
         )
         return []
-    return store.read_pairs()[:limit]
+    return real_pairs(store.read_pairs())[:limit]
 
 
 def _pair_scores(model: Any, tokenizer: Any, pairs: list[dict], settings: EvalSettings, max_length):
