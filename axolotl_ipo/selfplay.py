@@ -58,17 +58,19 @@ class SelfplayRun:
         return self.output_dir / f"round-{index}"
 
 
-TRAINER_SEED = 42  # transformers' TrainingArguments.seed, what a config without `seed` trains with
-
-
 def round_seed(raw: Mapping[str, Any], index: int, reseed: bool) -> int | None:
     """The `seed` round ``index`` trains with when it is not the config's own: with --reseed,
-    seed + index - 1 from round 2 on. Axolotl orders the rows by the seed, so without it a round
-    shorter than an epoch on the same rows trains on the same first rows every round."""
+    seed + index - 1 from round 2 on (the config's seed, else transformers' default). Axolotl
+    orders the rows by the seed, so without it a round shorter than an epoch on the same rows
+    trains on the same first rows every round."""
     if not reseed or index == 1:
         return None
     seed = raw.get("seed")
-    return (TRAINER_SEED if seed is None else int(seed)) + index - 1
+    if seed is None:
+        from axolotl_ipo.upstream.transformers import default_training_seed
+
+        seed = default_training_seed()
+    return int(seed) + index - 1
 
 
 def round_config(

@@ -1,5 +1,5 @@
 """The transformers adapter: its DeepSpeed registration (a private module global), KV-cache
-reordering and the Trainer's callback list."""
+reordering, the Trainer's callback list and its default seed."""
 
 from __future__ import annotations
 
@@ -17,7 +17,16 @@ REQUIRED = (
     "transformers.integrations.deepspeed:unset_hf_deepspeed_config",
     "transformers.cache_utils:Cache.reorder_cache",  # select_cache_rows
     "transformers.trainer_callback:CallbackHandler",  # its `callbacks` list: add_callback_first
+    "transformers.training_args:TrainingArguments",  # default_training_seed: its `seed`
+    "transformers.training_args:TrainingArguments.seed",
 )
+
+
+def default_training_seed() -> int:
+    """The seed a config without `seed` trains with: TrainingArguments' own default."""
+    from transformers.training_args import TrainingArguments
+
+    return int(TrainingArguments.seed)
 
 
 @contextlib.contextmanager
