@@ -9,6 +9,11 @@ interval over the replicates' own changes (their spread is the seed-to-seed vari
         docs/skill_study_add240_seed7.json --arm sft_then_ipo_sft@1.0-s60 \\
         --versus sft-s300 --versus sft [--json OUT]
 
+`--arm` may repeat too (every arm against every versus). `--plot PNG` draws the comparisons:
+each one's pooled change with its interval over rows (thick) and over seeds (thin), and each
+replicate's own change as a dot; `--label ARM=TEXT` names an arm there, `--target X` adds a
+dashed line at a change of X.
+
 A replicate may be given as ``NEW.json+OLD.json``: two runs of one replicate (the same study
 settings but --work, e.g. arms added later). Their arms are merged; an arm in both must
 have the same score on every row (a retrained arm reproduced), or the pair is refused.
@@ -106,28 +111,79 @@ def merged_report(spec: str) -> tuple[Path, dict]:
     return Path(spec), merged
 
 
+def plot(results: list[dict], path: Path, labels: dict[str, str], target: float | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    versus = {res["versus"] for res in results}
+    one = labels.get(*versus, *versus) if len(versus) == 1 else None
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(results) + 1.6))
+    names = []
+    for y, res in enumerate(reversed(results)):
+        names.append(labels.get(res["arm"], res["arm"]) if one else
+                     f"{labels.get(res['arm'], res['arm'])}\nminus "
+                     f"{labels.get(res['versus'], res['versus'])}")
+        changes = [r["change"] for r in res["per_replicate"]]
+        ax.scatter(changes, [y + 0.22] * len(changes), s=12, color="0.55", zorder=2,
+                   label="one run" if y == 0 else None)
+        if res["seed_ci"]:
+            ax.hlines(y, *res["seed_ci"], color="tab:blue", linewidth=1,
+                      label="95% CI over runs" if y == 0 else None)
+        ax.hlines(y, *res["ci"], color="tab:blue", linewidth=5, alpha=0.6,
+                  label="95% CI over held-out rows" if y == 0 else None)
+        ax.plot(res["change"], y, "o", color="tab:blue", zorder=3)
+        ax.annotate(f"{res['change']:+.3f}", (res["change"], y - 0.3), ha="center", fontsize=8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    if target is not None:
+        ax.axvline(target, color="tab:red", linestyle="--", linewidth=0.8,
+                   label=f"target {target:+.2f}")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    if one:
+        ax.set_title(f"minus {one}", fontsize=9)
+    ax.set_xlabel(f"change in held-out score, pooled over {results[0]['replicates']} runs x "
+                  f"{results[0]['rows']} rows")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("reports", nargs="+",
                    help="skill_study --json files, one per replicate (or NEW.json+OLD.json)")
-    p.add_argument("--arm", required=True)
+    p.add_argument("--arm", action="append", required=True)
     p.add_argument("--versus", action="append", required=True)
     p.add_argument("--json", type=Path)
+    p.add_argument("--plot", type=Path)
+    p.add_argument("--label", action="append", default=[], metavar="ARM=TEXT")
+    p.add_argument("--target", type=float)
     a = p.parse_args(argv)
+    labels = dict(item.split("=", 1) for item in a.label if "=" in item)
+    if len(labels) != len(a.label):
+        p.error("--label takes ARM=TEXT")
     reports = [merged_report(spec) for spec in a.reports]
-    results = [pooled(reports, a.arm, v) for v in a.versus]
+    results = [pooled(reports, arm, v) for arm in a.arm for v in a.versus if v != arm]
+    if not results:
+        p.error("nothing to compare: give an --arm other than its --versus")
     for res in results:
         for rep in res["per_replicate"]:
             lo, hi = rep["ci"]
-            print(f"seed {rep['seed']}: {a.arm} minus {res['versus']} "
+            print(f"seed {rep['seed']}: {res['arm']} minus {res['versus']} "
                   f"{rep['change']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
         lo, hi = res["ci"]
-        print(f"pooled over {res['replicates']} replicates x {res['rows']} rows: {a.arm} "
+        print(f"pooled over {res['replicates']} replicates x {res['rows']} rows: {res['arm']} "
               f"{res['accuracy']:.3f} vs {res['versus']} {res['versus_accuracy']:.3f}: "
               f"{res['change']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
               + (f"; over seeds (t, new training runs) [{res['seed_ci'][0]:+.3f}, "
                  f"{res['seed_ci'][1]:+.3f}]" if res["seed_ci"] else ""))
     out = {"comparisons": results}
+    if a.plot:
+        plot(results, a.plot, labels, a.target)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")

@@ -77,3 +77,27 @@ def test_two_runs_of_one_replicate_are_merged_only_when_their_shared_arms_agree(
     other = run("other.json", {"seed": "11", "steps": "240"}, {"rounds": [1, 1, 1, 0]})
     with pytest.raises(SystemExit, match="study settings differ: seed"):
         pool.main([f"{other}+{old}", "--arm", "rounds", "--versus", "sft-s300"])
+
+
+def test_several_arms_against_one_versus_are_pooled_and_plotted(tmp_path, capsys):
+    def run(seed, arms):
+        path = tmp_path / f"s{seed}.json"
+        path.write_text(json.dumps({"study": {"seed": str(seed)}, "arms": {
+            arm: {"scores": scores} for arm, scores in arms.items()}}))
+        return str(path)
+
+    a = run(1, {"sft": [1, 0, 0, 0], "rounds": [1, 1, 0, 0], "restart": [1, 1, 1, 0]})
+    b = run(2, {"sft": [0, 0, 0, 0], "rounds": [1, 1, 1, 0], "restart": [1, 0, 0, 0]})
+    png = tmp_path / "plots" / "forest.png"
+    assert pool.main([a, b, "--arm", "rounds", "--arm", "restart", "--arm", "sft",
+                      "--versus", "sft", "--label", "rounds=two rounds", "--target", "0.03",
+                      "--plot", str(png)]) == 0
+    results = json.loads(capsys.readouterr().out.splitlines()[-1])["comparisons"]
+    # sft against itself is left out; each arm's change is its own mean over the replicates
+    assert [(r["arm"], r["versus"]) for r in results] == [("rounds", "sft"), ("restart", "sft")]
+    assert [r["change"] for r in results] == pytest.approx([0.5, 0.375])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        pool.main([a, "--arm", "sft", "--versus", "sft"])
+    with pytest.raises(SystemExit):
+        pool.main([a, "--arm", "rounds", "--versus", "sft", "--label", "no-equals-sign"])
