@@ -60,7 +60,7 @@ def test_one_and_two_ranks_sample_identical_pairs(tiny_model_dir, tmp_path):
     pair_lines = [line for line in log.splitlines() if line.startswith("pairs: ")]
     assert len(pair_lines) == 1, log[-3000:]  # the store's file, once; then the copy
     assert f"copied to {tmp_path / 'one' / 'pairs.jsonl'}" in log
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "axolotl_ipo.cli", "sample", str(cfg), "--output", str(tmp_path / "two")]
     code, log = run(argv, tmp_path)
     assert code == 0, log[-3000:]

@@ -38,7 +38,7 @@ def test_two_cpu_ranks_train_one_model(tiny_model_dir, tmp_path):
     overrides = {"rl": "ipo", "ipo_tau": 0.1,
                  "plugins": ["axolotl_ipo.IPOPlugin", "rank_probe.RankProbePlugin"]}
     cfg = write_config(tmp_path, base_config(tiny_model_dir, tmp_path, **overrides))
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "axolotl.cli.train", str(cfg)]
     code, log = run(argv, tmp_path)
     assert code == 0, log[-3000:]

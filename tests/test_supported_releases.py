@@ -53,9 +53,11 @@ def test_scripts_read_the_file_and_name_no_release_themselves():
         assert RELEASES_FILE in (REPO / script).read_text(encoding="utf-8"), script
 
 
-def test_test_sh_builds_and_tests_every_listed_release_in_its_venv(tmp_path):
-    """scripts/test.sh run for real in a copy of the repository whose setup, assets, ruff and
-    interpreters are stand-ins that record their calls."""
+def fake_repository(tmp_path: Path, failing_venv: str | None = None) -> Path:
+    """A copy of the repository for scripts/test.sh whose setup, assets, ruff and interpreters
+    are stand-ins that record their calls. A stand-in pytest waits (up to 20 s) until every
+    release's pytest has started, so suites run one after another would fail it; the one in
+    `failing_venv` then exits 3."""
     (tmp_path / "scripts").mkdir()
     (tmp_path / "axolotl_ipo/upstream").mkdir(parents=True)
     (tmp_path / RELEASES_FILE).write_text((REPO / RELEASES_FILE).read_text())
@@ -64,18 +66,48 @@ def test_test_sh_builds_and_tests_every_listed_release_in_its_venv(tmp_path):
     recorder = f'#!/bin/bash\necho "$0 $*" >> {log}\n'
     for script in ("setup_env.sh", "prepare_assets.sh"):
         (tmp_path / "scripts" / script).write_text(recorder)
+    suites = len(listed())
     for _, venv in listed():
         (tmp_path / venv / "bin").mkdir(parents=True, exist_ok=True)
-        for tool in ("python", "ruff"):
-            (tmp_path / venv / "bin" / tool).write_text(recorder)
+        pytest = (f'if [ "$1 $2" = "-m pytest" ]; then\n'
+                  f'  for _ in $(seq 200); do\n'
+                  f'    [ "$(grep -c -- "-m pytest" {log})" -ge {suites} ] && break; sleep 0.1\n'
+                  f'  done\n'
+                  f'  [ "$(grep -c -- "-m pytest" {log})" -ge {suites} ] || exit 9\n'
+                  f'  echo "suite of {venv} ran"; exit {3 if venv == failing_venv else 0}\n'
+                  f'fi\n')
+        for tool, text in (("python", recorder + pytest), ("ruff", recorder)):
+            (tmp_path / venv / "bin" / tool).write_text(text)
             (tmp_path / venv / "bin" / tool).chmod(0o755)
-    done = subprocess.run(["bash", str(tmp_path / "scripts/test.sh"), "-k", "x"], cwd=tmp_path,
+    return log
+
+
+def run_test_sh(tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(tmp_path / "scripts/test.sh"), "-k", "x"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, env=dict(os.environ))
+
+
+def test_test_sh_builds_and_tests_every_listed_release_in_its_venv_side_by_side(tmp_path):
+    log = fake_repository(tmp_path)
+    done = run_test_sh(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     calls = log.read_text().splitlines()
     setups = [c.split()[1:] for c in calls if c.split()[0].endswith("setup_env.sh")]
     assert setups == [list(pair) for pair in listed()]
     assets = [c.split()[1:] for c in calls if c.split()[0].endswith("prepare_assets.sh")]
     assert assets == [[venv] for _, venv in listed()]
-    runs = [c.split()[0] for c in calls if "-m pytest" in c]
-    assert runs == [f"{venv}/bin/python" for _, venv in listed()]
+    runs = [c.split()[0] for c in calls if "-m pytest" in c]  # started side by side: any order
+    assert sorted(runs) == sorted(f"{venv}/bin/python" for _, venv in listed())
+    assert all(c.endswith("-m pytest -q -p no:cacheprovider -k x") for c in calls
+               if "-m pytest" in c)
+    # each suite's output is printed whole, in the file's order
+    printed = [line for line in done.stdout.splitlines() if line.startswith("suite of ")]
+    assert printed == [f"suite of {venv} ran" for _, venv in listed()]
+
+
+def test_test_sh_fails_when_any_release_fails_and_still_prints_every_suite(tmp_path):
+    fake_repository(tmp_path, failing_venv=listed()[0][1])
+    done = run_test_sh(tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    printed = [line for line in done.stdout.splitlines() if line.startswith("suite of ")]
+    assert printed == [f"suite of {venv} ran" for _, venv in listed()]
