@@ -117,8 +117,8 @@ def plot(results: list[dict], path: Path, labels: dict[str, str], target: float 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    versus = {res["versus"] for res in results}
-    one = labels.get(*versus, *versus) if len(versus) == 1 else None
+    versus = sorted({res["versus"] for res in results})
+    one = labels.get(versus[0], versus[0]) if len(versus) == 1 else None  # then in the title
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(results) + 1.6))
     names = []
     for y, res in enumerate(reversed(results)):

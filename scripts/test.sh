@@ -16,22 +16,31 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled AXOLOTL_DO_NOT
 .venv/bin/ruff check .
 # The releases' suites run side by side, one thread each: most of a suite is single-threaded
 # process start-up and small ops (2026-11-28, 2 cores, environments built: 1296 s side by side,
-# 2583 s one after the other). Each suite's output is printed whole when it ends.
+# 2583 s one after the other). The first release's output streams as it runs (so a run cut
+# short still shows where it was); every other suite's is printed whole when it ends.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+suite() {  # VENV [PYTEST ARGS...]
+  local venv="$1"; shift
+  echo "=== pytest with $("$venv/bin/python" -c 'import axolotl; print("axolotl", axolotl.__version__)')"
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@" </dev/null
+}
 logs="$(mktemp -d)"
+first_venv="$(head -n 1 <<< "$releases" | awk '{ print $2 }')"
 pids=()
 while read -r release venv; do
-  log="$logs/axolotl-$release.log"
-  ( echo "=== pytest with $("$venv/bin/python" -c 'import axolotl; print("axolotl", axolotl.__version__)')"
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@" ) >"$log" 2>&1 </dev/null &
+  [ "$venv" = "$first_venv" ] && continue
+  suite "$venv" "$@" >"$logs/axolotl-$release.log" 2>&1 &
   pids+=("$!")
-  echo "running the tests on Axolotl $release (output: $log)"
+  echo "running the tests on Axolotl $release beside the first (output: $logs/axolotl-$release.log)"
 done <<< "$releases"
 status=0
+suite "$first_venv" "$@" || status=$?
 i=0
-while read -r release _; do
+while read -r release venv; do
+  [ "$venv" = "$first_venv" ] && continue
   wait "${pids[$i]}" || status=$?
   cat "$logs/axolotl-$release.log"
   i=$((i + 1))
 done <<< "$releases"
+rm -rf "$logs"
 exit $status
