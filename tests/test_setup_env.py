@@ -43,9 +43,10 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/cpu"
 
 
-def run_setup(tmp_path: Path, index_url: str, nvidia_smi: int | None, release: str = "0.19.0"):
+def run_setup(tmp_path: Path, index_url: str, nvidia_smi: int | None, release: str = "0.19.0",
+              min_free_gb: int = 0, expect_rc: int = 0):
     """setup_env.sh with a fake interpreter; nvidia_smi: its exit code, None = not installed;
-    release "" = the script's default."""
+    release "" = the script's default; min_free_gb: the free space it asks for (0: any disk)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     python = bin_dir / "python3"
@@ -61,12 +62,15 @@ def run_setup(tmp_path: Path, index_url: str, nvidia_smi: int | None, release: s
         "SETUP_LOG": str(tmp_path / "calls.log"),
         "TORCH_CPU_INDEX": index_url,
         "HOME": os.environ.get("HOME", str(tmp_path)),
+        "AXOLOTL_IPO_SETUP_MIN_FREE_GB": str(min_free_gb),
     }
     done = subprocess.run(
         ["bash", str(REPO / "scripts" / "setup_env.sh"), release, str(tmp_path / "venv")],
         env=env, capture_output=True, text=True, timeout=120,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == expect_rc, done.stdout + done.stderr
+    if expect_rc:
+        return done
     calls = (tmp_path / "calls.log").read_text().splitlines()
     torch_calls = [c for c in calls if "torch==2.13.0" in c]
     assert len(torch_calls) == 1, calls
@@ -106,3 +110,13 @@ def test_gpu_machine_keeps_the_default_cuda_build(tmp_path, cpu_index):
     call, said = run_setup(tmp_path, cpu_index, nvidia_smi=0)
     assert call.endswith("pip install -q torch==2.13.0") and "--index-url" not in call
     assert "NVIDIA GPU found: torch from the default index (CUDA build)" in said
+
+
+def test_too_little_disk_is_refused_in_one_line_before_anything_is_installed(tmp_path, cpu_index):
+    done = run_setup(tmp_path, cpu_index, nvidia_smi=9, min_free_gb=10**6, expect_rc=1)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "GB free on" in lines[0] and "needs about 1000000 GB" in lines[0], lines[0]
+    assert "free some space, or pass another VENV_DIR" in lines[0]
+    assert not (tmp_path / "calls.log").exists()  # no venv created, nothing installed
+    assert not (tmp_path / "venv").exists()
