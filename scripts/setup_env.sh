@@ -19,9 +19,9 @@ else
   # 2026-11-28); pip unpacks beside it. Refuse up front rather than fail half-installed.
   need_gb="${AXOLOTL_IPO_SETUP_MIN_FREE_GB:-6}"
   parent="$(dirname "$venv")"
-  free_kb="$(df -Pk "$parent" | awk 'NR == 2 { print $4 }')"
+  read -r free_kb mount < <(df -Pk "$parent" | awk 'NR == 2 { print $4, $6 }')
   if [ "$free_kb" -lt $((need_gb * 1024 * 1024)) ]; then
-    echo "setup: only $((free_kb / 1024 / 1024)) GB free on $parent ($(df -P "$parent" | awk 'NR == 2 { print $6 }')); creating $venv needs about $need_gb GB: free some space, or pass another VENV_DIR (scripts/setup_env.sh VERSION DIR)" >&2
+    echo "setup: only $((free_kb / 1024 / 1024)) GB free on $parent ($mount); creating $venv needs about $need_gb GB: free some space, or pass another VENV_DIR (scripts/setup_env.sh VERSION DIR)" >&2
     exit 1
   fi
   echo "setup: creating $venv with axolotl $version"
