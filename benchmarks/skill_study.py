@@ -85,7 +85,7 @@ ROUNDED = (*SELFPLAY, *SFT_ROUND_KINDS)  # the kinds whose arms are rounds of on
 NO_TAU = ("base", *SFT_KINDS)  # the arms without a tau
 ROUND_KEYS = ("pairs", "samples_judged_right", "prompts_already_solved", "loss_first", "loss_last")
 ARM_NAME = re.compile(r"(?P<kind>[a-z_]+?)(?:_(?P<round>\d+))?(?:@(?P<tau>[^@]+?))?"
-                      r"(?:-s(?P<steps>\d+))?(?:-n(?P<samples>\d+))?")
+                      r"(?:-s(?P<steps>\d+))?(?:-n(?P<samples>\d+))?(?:-w(?P<weight>\d+(?:\.\d+)?))?")
 PAIRS_TYPE = "axolotl_ipo.sampled_pairs"
 LORA_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
 
@@ -111,7 +111,8 @@ class Study:
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
-    """One arm of the table, parsed from its name: KIND[_ROUND][@TAU][-sSTEPS][-nSAMPLES]."""
+    """One arm of the table, parsed from its name:
+    KIND[_ROUND][@TAU][-sSTEPS][-nSAMPLES][-wWEIGHT]."""
     name: str
     kind: str  # one of ARMS or of ROUNDED
     round: int | None = None  # K of a round's arm
@@ -119,6 +120,7 @@ class Arm:
     steps: int | None = None
     suffix: str = ""  # "@TAU-sSTEPS-nSAMPLES" as written
     samples: int | None = None  # samples per prompt (rejection_sampling.num_samples)
+    weight: float | None = None  # ipo_sft_weight (the ipo_sft kinds)
 
     @property
     def run(self) -> str:
@@ -130,7 +132,9 @@ class Arm:
         name gives them."""
         return dataclasses.replace(study, tau=self.tau or study.tau,
                                    steps=self.steps or study.steps,
-                                   num_samples=self.samples or study.num_samples)
+                                   num_samples=self.samples or study.num_samples,
+                                   sft_weight=study.sft_weight if self.weight is None
+                                   else self.weight)
 
 
 def parse_arm(name: str) -> Arm | None:
@@ -138,7 +142,8 @@ def parse_arm(name: str) -> Arm | None:
     m = ARM_NAME.fullmatch(name)
     if not m:
         return None
-    kind, rnd, tau, steps, samples = m.group("kind", "round", "tau", "steps", "samples")
+    kind, rnd, tau, steps, samples, weight = m.group("kind", "round", "tau", "steps", "samples",
+                                                     "weight")
     if kind not in ARMS and kind not in ROUNDED:
         return None
     if (rnd is None) != (kind not in ROUNDED) or (rnd is not None and int(rnd) < 1):
@@ -148,6 +153,8 @@ def parse_arm(name: str) -> Arm | None:
     if samples is not None and (kind in ("base", *SFT_KINDS, "dpo")
                                 or int(samples) < 1):
         return None  # only the arms that sample have samples per prompt (dpo reuses ipo's)
+    if weight is not None and "ipo_sft" not in kind and "selfplay_sft" not in kind:
+        return None  # only the recipes with the NLL term have its weight
     try:
         value = None if tau is None else float(tau)
     except ValueError:
@@ -156,7 +163,8 @@ def parse_arm(name: str) -> Arm | None:
         return None
     return Arm(name, kind, None if rnd is None else int(rnd), value,
                None if steps is None else int(steps), name[m.end("round"):] if rnd else "",
-               None if samples is None else int(samples))
+               None if samples is None else int(samples),
+               None if weight is None else float(weight))
 
 
 # ---- configs ----------------------------------------------------------------------------------
