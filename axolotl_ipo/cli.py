@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("pairs", help="a pairs.jsonl")
     inspect.add_argument("--examples", type=int, default=3, help="how many pairs to print")
     inspect.add_argument(
-        "--end-token", default="<|im_end|>", help="end token to ignore when comparing answers"
+        "--end-token",
+        help="end token to ignore when comparing answers (default: the one each pair records)",
     )
     inspect.set_defaults(func=cmd_inspect)
     evaluate = sub.add_parser(

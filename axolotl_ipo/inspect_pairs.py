@@ -6,22 +6,27 @@ import json
 import statistics
 from pathlib import Path
 
+from axolotl_ipo.errors import UserError
+from axolotl_ipo.jsonl import numbered_lines
 from axolotl_ipo.pairs import real_pairs
 from axolotl_ipo.selection import normalise_answer, strip_end
 
 
 def read_pairs(path: Path) -> list[dict]:
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in numbered_lines(path.read_text(encoding="utf-8")):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}, line {number}: not JSON ({err.msg}); fix the line") from None
+            raise UserError(f"{path}, line {number}: not JSON ({err.msg}); fix the line") from None
+        if not isinstance(row, dict):
+            raise UserError(
+                f"{path}, line {number}: a JSON {type(row).__name__}, not a pair object; "
+                "not a pairs file"
+            )
         missing = [key for key in ("prompt", "chosen", "rejected") if key not in row]
         if missing:
-            raise ValueError(f"{path}, line {number}: no {', '.join(missing)}; not a pairs file")
+            raise UserError(f"{path}, line {number}: no {', '.join(missing)}; not a pairs file")
         rows.append(row)
     return rows
 
@@ -35,16 +40,17 @@ def _stats(lengths: list[int]) -> str:
     )
 
 
-def report(path: Path, examples: int = 3, end_token: str = "") -> str:
+def report(path: Path, examples: int = 3, end_token: str | None = None) -> str:
     """Counts, lengths and examples of the pairs; solved prompts kept for the NLL term
-    (`solved: nll`, rejected = chosen by design) are counted apart, not as identical pairs."""
+    (`solved: nll`, rejected = chosen by design) are counted apart, not as identical pairs.
+    The end token left out of the answers is ``end_token``, else each row's own (`end_token`,
+    recorded since pairs format 3), else none."""
     every = read_pairs(path)
     rows = real_pairs(every)
     solved = len(every) - len(rows)
-    chosen = [strip_end(row["chosen"], end_token) if end_token else row["chosen"] for row in rows]
-    rejected = [
-        strip_end(row["rejected"], end_token) if end_token else row["rejected"] for row in rows
-    ]
+    ends = [row.get("end_token") or "" if end_token is None else end_token for row in rows]
+    chosen = [strip_end(row["chosen"], end) for row, end in zip(rows, ends, strict=True)]
+    rejected = [strip_end(row["rejected"], end) for row, end in zip(rows, ends, strict=True)]
     pairs = zip(chosen, rejected, strict=True)
     identical = sum(normalise_answer(good) == normalise_answer(bad) for good, bad in pairs)
     sources = sorted({row.get("source", "?") for row in rows})

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
 from .sampling.base import Generator, SamplingSettings
 from .selection import PairPolicy, PromptSamples
 from .sft import InvalidRow, PromptExample
@@ -72,7 +73,7 @@ def render_prompts(
     A prompt that does not leave room for an answer (``tokens >= sequence_len``) or that
     the template rejects becomes an :class:`InvalidRow`."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
+        raise UserError(
             "the training tokenizer has no chat template; set chat_template in the config "
             "so prompts are rendered exactly as in training"
         )
@@ -256,6 +257,7 @@ def make_pair_row(
         "prompt": prompt.text,
         "chosen": chosen + end_token,
         "rejected": (chosen if solved else shown.text) + end_token,
+        "end_token": end_token,
         "source": prompt.example.source,
         "row": prompt.example.row,
         "index": prompt.index,
@@ -404,8 +406,11 @@ def _prepare(
     prompts, too_long = render_prompts(examples, tokenizer, sequence_len)
     invalid = [*invalid_rows, *too_long]
     if not prompts:
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(Counter(b.kind for b in invalid).items()))
         first = f" First: {invalid[0].message}" if invalid else ""
-        raise ValueError(f"no usable rows to build pairs from ({len(invalid)} invalid).{first}")
+        raise UserError(
+            f"no usable rows to build pairs from ({len(invalid)} invalid: {counts}).{first}"
+        )
     plan = sampling_plan([p.n_tokens for p in prompts], settings)
     return _Job(prompts, plan, invalid, len(examples) + len(invalid_rows))
 
@@ -509,7 +514,7 @@ def build_pairs(
         return _cached_result(store, started)
     end = end_token if end_token is not None else tokenizer.eos_token
     if not end:
-        raise ValueError("the training tokenizer has no eos_token; pass end_token explicitly")
+        raise UserError("the training tokenizer has no eos_token; pass end_token explicitly")
     policy = policy or PairPolicy()
     job = _prepare(examples, tokenizer, sequence_len, invalid_rows, settings)
     if rank == 0:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from axolotl_ipo.errors import UserError
+from axolotl_ipo.jsonl import read_lines
 
 JSON_SUFFIXES = (".json", ".jsonl")
 
@@ -43,22 +44,39 @@ def check_model_paths(cfg: Mapping[str, Any]) -> None:
         check_model_path("rejection_sampling.model", sampling.get("model"))
 
 
-def _first_bad_json_line(path: Path) -> str | None:
-    """'line N: <problem>' for the first line of a JSON Lines file that is not JSON."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+def _json_kind(value: Any) -> str:
+    """JSON's name for a decoded value's type."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array"}.get(type(value), "null")
+
+
+def _first_bad_json_line(path: Path) -> tuple[str, str] | None:
+    """(problem, "line" or "item") for the first line of a JSON Lines file (item of a JSON
+    array) that is not a JSON object; lines split on `\n` only, after any byte order mark."""
+    not_row = "not an object with the row's columns"
     if path.suffix == ".json":
         try:
-            json.loads(text)
-            return None  # one JSON document (an array of rows)
+            document = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
         except json.JSONDecodeError:
-            pass  # else JSON Lines, as Axolotl's loader also reads them
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+            document = None  # else JSON Lines, as Axolotl's loader also reads them
+        if isinstance(document, list):
+            for number, item in enumerate(document, start=1):
+                if not isinstance(item, dict):
+                    kind = _json_kind(item)
+                    return f"item {number} of the JSON array is a JSON {kind}, {not_row}", "item"
+            return None
+        if document is not None:
+            return None
+    for number, line in read_lines(path):
         try:
-            json.loads(line)
+            row = json.loads(line)
         except json.JSONDecodeError as err:
-            return f"line {number} is not valid JSON ({err.msg} at column {err.colno})"
+            return f"line {number} is not valid JSON ({err.msg} at column {err.colno})", "line"
+        if not isinstance(row, dict):
+            return f"line {number} is a JSON {_json_kind(row)}, {not_row}", "line"
     return None
 
 
@@ -79,5 +97,6 @@ def dataset_problem(name: str, path: Any) -> str | None:
     if file.is_file() and file.suffix in JSON_SUFFIXES:
         bad = _first_bad_json_line(file)
         if bad:
-            return f"{name}: {bad}; fix or remove that line."
+            problem, unit = bad
+            return f"{name}: {problem}; fix or remove that {unit}."
     return None

@@ -8,9 +8,10 @@ Everything that is not a recognised SFT format goes to Axolotl's preference load
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from axolotl_ipo.errors import UserError
+from axolotl_ipo.errors import UserError, one_line
 from axolotl_ipo.preflight import dataset_problem
 from axolotl_ipo.sft import ALLOWED_KEYS, FORMATS
 from axolotl_ipo.upstream.axolotl import load_dataset_entry
@@ -72,6 +73,18 @@ def split_sources(entries: list[dict[str, Any]]) -> tuple[list[SFTSource], list[
     return sft, preference
 
 
+def _folder_problem(source: SFTSource, err: Exception) -> str | None:
+    """A local directory Axolotl's loader could not read, with the loader's reason."""
+    path = source.entry.get("path")
+    if not isinstance(path, str) or not Path(path).expanduser().is_dir():
+        return None
+    return (
+        f"{source.name}: a directory with no data files Axolotl's loader reads "
+        f"({type(err).__name__}: {one_line(err)}); set `path` to a data file (.jsonl, .json, "
+        ".parquet, .csv) or to a folder of them, or use `data_files:`."
+    )
+
+
 def load_rows(source: SFTSource, use_auth_token: bool = False):
     """The entry's rows as a `datasets.Dataset`, through Axolotl's own loader (local files,
     hub, cloud, URLs, data_files), so every `path:` form Axolotl accepts works here too."""
@@ -81,7 +94,9 @@ def load_rows(source: SFTSource, use_auth_token: bool = False):
     try:
         dataset = load_dataset_entry(entry, use_auth_token)
     except Exception as err:  # noqa: BLE001 - replaced by what is wrong with the file, if known
-        problem = dataset_problem(source.name, source.entry.get("path"))
+        problem = dataset_problem(source.name, source.entry.get("path")) or _folder_problem(
+            source, err
+        )
         if problem is None:
             raise
         raise UserError(problem) from err

@@ -320,6 +320,20 @@ def test_no_usable_rows_and_bad_ranks(tmp_path, tokenizer):
         )
 
 
+def test_every_prompt_over_sequence_len_is_a_user_error(tmp_path, tokenizer):
+    """The user fixes sequence_len or the data: one line (UserError), never a traceback."""
+    from axolotl_ipo.errors import UserError
+
+    examples, _ = examples_for(alpaca_rows(3))
+    store = PairStore.open(tmp_path, {"t": "long"})
+    with pytest.raises(UserError) as err:
+        build_pairs(examples, tokenizer, factory([]), SamplingSettings(), store,
+                    sequence_len=4, progress=False)
+    message = str(err.value)
+    assert message.startswith("no usable rows to build pairs from (3 invalid: prompt_too_long=3)")
+    assert "raise sequence_len" in message and "\n" not in message
+
+
 # -- real tiny model -------------------------------------------------------------------------
 
 

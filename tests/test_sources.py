@@ -3,7 +3,7 @@
 import pytest
 
 from axolotl_ipo.errors import UserError
-from axolotl_ipo.sources import split_sources
+from axolotl_ipo.sources import load_rows, split_sources
 
 
 def test_sft_entries_are_sampled_and_preference_entries_pass_through():
@@ -47,3 +47,39 @@ def test_axolotl_types_without_a_gold_answer_are_refused_in_one_line(ds_type, sh
     message = str(err.value)
     assert message.startswith(f"datasets[1] t.jsonl: `type: {ds_type}` is {shape}")
     assert "use `type: prompt_completion`" in message and "\n" not in message
+
+
+def load_error(path, capfd) -> tuple[str, str]:
+    """(the UserError's message, what was printed meanwhile) for loading ``path`` as alpaca."""
+    (source,), _ = split_sources([{"path": str(path), "type": "alpaca"}])
+    with pytest.raises(UserError) as err:
+        load_rows(source)
+    return str(err.value), capfd.readouterr().err
+
+
+@pytest.mark.parametrize("line", ["42", "[1, 2]", '"text"'])  # `null`: a row of nulls
+def test_a_json_line_that_is_not_an_object_is_one_line_through_axolotls_loader(
+    tmp_path, capfd, line
+):
+    data = tmp_path / "rows.jsonl"
+    data.write_text(f'{{"instruction": "a", "output": "b"}}\n{line}\n', encoding="utf-8")
+    message, _ = load_error(data, capfd)
+    assert message.startswith(f"datasets[0] {data}: line 2 is a JSON ") and "\n" not in message
+
+
+def test_a_bom_and_a_bad_line_name_the_bad_line_and_print_nothing_else(tmp_path, capfd):
+    data = tmp_path / "rows.jsonl"
+    good = '{"instruction": "a", "output": "b"}\n'
+    data.write_bytes(b"\xef\xbb\xbf" + (good * 7 + '{"instruction": "c", "output"\n').encode())
+    message, printed = load_error(data, capfd)
+    assert message.startswith(f"datasets[0] {data}: line 8 is not valid JSON"), message
+    assert "Failed to load JSON" not in printed  # datasets' own log lines are silenced
+
+
+def test_a_directory_without_data_files_is_one_line_with_the_fix(tmp_path, capfd):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "notes.md").write_text("not data")
+    message, _ = load_error(folder, capfd)
+    assert message.startswith(f"datasets[0] {folder}: a directory with no data files ")
+    assert "set `path` to a data file" in message and "\n" not in message

@@ -145,3 +145,31 @@ def test_dataset_problems(tmp_path):
     blank.write_text("\n  \n")
     assert "the file is empty" in dataset_problem("d", str(blank))
     assert dataset_problem("d", "org/hub_dataset") is None
+
+
+def test_dataset_lines_are_json_lines_split_on_newlines_only(tmp_path):
+    """A raw U+2028 inside a string and a byte order mark do not move the bad line."""
+    data = tmp_path / "d.jsonl"
+    rows = '{"a": "x\u2028y\u0085z"}\n{"a": 1}\n\n{"a": \n'
+    data.write_bytes(b"\xef\xbb\xbf" + rows.encode("utf-8"))
+    assert dataset_problem("d", str(data)).startswith("d: line 4 is not valid JSON")
+    data.write_bytes(b"\xef\xbb\xbf" + rows.rsplit("\n", 2)[0].encode("utf-8") + b"\n")
+    assert dataset_problem("d", str(data)) is None  # BOM, separators: a fine file
+
+
+@pytest.mark.parametrize(("line", "kind"), [("42", "number"), ("[1, 2]", "array"),
+                                            ('"text"', "string"), ("null", "null"),
+                                            ("true", "boolean")])
+def test_a_json_line_that_is_not_an_object_is_named(tmp_path, line, kind):
+    data = tmp_path / "d.jsonl"
+    data.write_text(f'{{"a": 1}}\n{line}\n{{"a": 2}}\n', encoding="utf-8")
+    assert dataset_problem("d", str(data)) == (
+        f"d: line 2 is a JSON {kind}, not an object with the row's columns; "
+        "fix or remove that line."
+    )
+    array = tmp_path / "d.json"
+    array.write_text(f'[{{"a": 1}}, {line}]', encoding="utf-8")
+    assert dataset_problem("d", str(array)) == (
+        f"d: item 2 of the JSON array is a JSON {kind}, not an object with the row's columns; "
+        "fix or remove that item."
+    )

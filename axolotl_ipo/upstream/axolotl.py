@@ -25,6 +25,7 @@ REQUIRED = (
     "axolotl.loaders:load_tokenizer",
     "axolotl.common.datasets:load_preference_datasets",
     "axolotl.utils.data.shared:load_dataset_with_config",
+    "datasets.packaged_modules.json.json",  # DATASETS_JSON_LOGGER: load_dataset_entry's quiet log
     "axolotl.utils.dict:DictDefault",
     "axolotl.utils.data.rl:_drop_long_sequences",  # what count_too_long copies
     "axolotl.utils.environment:check_cuda_p2p_support",  # guard_cuda_p2p_check
@@ -162,12 +163,23 @@ def load_preference_datasets(cfg: Any) -> Any:
     return load(cfg=cfg)
 
 
+# datasets' JSON builder logs "Failed to load JSON from file ..." at ERROR before it raises; the
+# caller replaces the error with one line naming the bad line (`preflight.dataset_problem`).
+DATASETS_JSON_LOGGER = "datasets.packaged_modules.json.json"
+
+
 def load_dataset_entry(entry: Mapping[str, Any], use_auth_token: bool = False) -> Any:
     """A `datasets:` entry's rows through Axolotl's own loader (local files, hub, cloud, URLs,
-    data_files): a Dataset or a DatasetDict."""
+    data_files): a Dataset or a DatasetDict. The JSON builder's error log is held back."""
     from axolotl.utils.data.shared import load_dataset_with_config
 
-    return load_dataset_with_config(config_dict(entry), use_auth_token)
+    json_log = logging.getLogger(DATASETS_JSON_LOGGER)
+    level = json_log.level
+    json_log.setLevel(logging.CRITICAL)
+    try:
+        return load_dataset_with_config(config_dict(entry), use_auth_token)
+    finally:
+        json_log.setLevel(level)
 
 
 def count_too_long(rows: Sequence[Mapping[str, Any]], tokenizer: Any, sequence_len: Any) -> int:
