@@ -462,20 +462,23 @@ def _summary(
 
 
 def _merge(
-    store: PairStore, job: _Job, policy: PairPolicy, world_size: int, too_long: Callable
-) -> None:
-    """Rank 0: every shard into pairs.jsonl, with the summary of the whole run (all ranks'
-    counters summed)."""
+    store: PairStore, job: _Job, policy: PairPolicy, run: dict[str, Any], too_long: Callable
+) -> PairsSummary:
+    """Rank 0: every shard into pairs.jsonl, with the summary of this run (``run``: the counters
+    of every rank of this job summed). Returns that summary: another process sharing the store
+    may merge and write its own after this one."""
+    merged: list[PairsSummary] = []
 
     def summary(stats: MergeStats, rows: list[dict]) -> dict[str, Any]:
         _log_check_errors(rows, policy.answer_check)
         kept = [r for r in rows if not r.get("drop_reason")]
-        merged = _summary(job, policy, stats, rows, too_long(kept))
-        for key, value in _whole_run(store.rank_counts(world_size)).items():
-            setattr(merged, key, value)
-        return merged.to_dict()
+        merged.append(_summary(job, policy, stats, rows, too_long(kept)))
+        for key, value in run.items():
+            setattr(merged[0], key, value)
+        return merged[0].to_dict()
 
     store.merge(len(job.plan), summary=summary, invalid=map(_invalid_record, job.invalid))
+    return merged[0]
 
 
 def _check_ranks(rank: int, world_size: int, barrier: Callable[[], None] | None) -> None:
@@ -521,24 +524,28 @@ def build_pairs(
         _log_invalid(job.invalid)
     store.ensure_plan(_plan_record(job.prompts, job.plan, settings, policy))
 
-    store.clear_rank_counts(rank)
+    if world_size > 1:  # the ranks' records: the barrier waits for them, rank 0 sums them
+        store.clear_rank_counts(rank)
     sampler = _Sampler(generator_factory, settings, policy, end, store)
     mine = [i for i in range(len(job.plan)) if i % world_size == rank]
     sampled = _sample_mine(job, mine, sampler, progress and rank == 0)
     local = {"batches_sampled": sampled, "tokens_this_run": sampler.tokens,
              "generation_seconds": sampler.seconds}
-    store.record_rank_counts(rank, local)
+    if world_size > 1:
+        store.record_rank_counts(rank, local)
     sync = barrier or (lambda: None)
     sync()
-    if rank == 0:
-        _merge(store, job, policy, world_size,
-               lambda rows: count_too_long(rows, tokenizer, sequence_len))
+    summary: PairsSummary | None = None
+    if rank == 0:  # this job's counts: another process sharing the store keeps its own
+        run = local if world_size == 1 else _whole_run(store.rank_counts(world_size))
+        summary = _merge(store, job, policy, run,
+                         lambda rows: count_too_long(rows, tokenizer, sequence_len))
     sync()
 
-    recorded = store.read_summary() if store.is_complete() else None
+    recorded = store.read_summary() if summary is None and store.is_complete() else None
     if recorded is not None:
         summary = PairsSummary.from_dict(recorded)
-    else:  # only when ranks are simulated without a real barrier
+    elif summary is None:  # only when ranks are simulated without a real barrier
         summary = PairsSummary(rows_in=job.rows_in, batches=len(job.plan), **local)
     summary.wall_seconds = time.perf_counter() - started
     if rank == 0 and progress:

@@ -17,7 +17,8 @@ Every file is written to a temporary file in the same directory, flushed, fsynce
 renamed over the target, so a ``kill -9`` at any moment loses at most the batch in
 flight. Several processes may share a store (the ranks of one job, or two runs of the same
 config): a batch is sampled by whoever holds its lock, the others skip it or wait for it and
-reuse it. Files get the mode a plain ``open`` would give (0666 less the umask). Shard rows
+reuse it. Files get the mode a plain ``open`` would give (0666 less the umask), and a complete
+store is read without writing anything (it may be read-only). Shard rows
 carrying a truthy ``drop_reason`` are kept in the shard (so resumed runs can count them) but
 left out of ``pairs.jsonl``. Nothing here knows about models.
 """
@@ -31,7 +32,7 @@ import json
 import logging
 import os
 import re
-import tempfile
+import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -100,19 +101,14 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
         return _atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data)
 
 
-def _file_mode() -> int:
-    """What `open(path, "w")` would create: mkstemp's own 0600 would differ from other files."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 @contextmanager
 def _flock(path: Path, wait: bool) -> Iterator[bool]:
     """An exclusive lock on ``path``; yields False instead of waiting when ``wait`` is False.
     The kernel drops it when the process dies, so a killed run never leaves a stale lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as handle:
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "ab")  # noqa: SIM115 - closed below, after the lock is released
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -124,11 +120,22 @@ def _flock(path: Path, wait: bool) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _create_tmp(path: Path) -> tuple[int, Path]:
+    """A new temporary file beside ``path``, created with mode 0666 so that the kernel applies
+    the umask, as for a file `open(path, "w")` creates (mkstemp's 0600 would differ, and setting
+    the umask to learn it would change it for every thread of the process meanwhile)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def _atomic_write(path: Path, payload: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_tmp(path)
     try:
-        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -189,8 +196,11 @@ class PairStore:
 
     @classmethod
     def open(cls, root: str | os.PathLike, parts: Mapping[str, Any]) -> PairStore:
-        """The store for ``cache_key(parts)``; writes ``meta.json`` with the parts."""
+        """The store for ``cache_key(parts)``; writes ``meta.json`` with the parts unless the
+        store is complete."""
         store = cls(root, cache_key(parts))
+        if store.is_complete():  # reading needs no write: a read-only copy is reused as it is
+            return store
         with _writing(store.shards_dir):
             store.shards_dir.mkdir(parents=True, exist_ok=True)
             store.locks_dir.mkdir(exist_ok=True)

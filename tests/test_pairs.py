@@ -334,6 +334,28 @@ def test_every_prompt_over_sequence_len_is_a_user_error(tmp_path, tokenizer):
     assert "raise sequence_len" in message and "\n" not in message
 
 
+def test_a_process_reports_what_it_sampled_not_what_another_merged(tmp_path, tokenizer):
+    """Two `sample` runs on one store: the other one merges (and records its own counts) after
+    this one; this one's summary still says what this one sampled."""
+    examples, _ = examples_for(alpaca_rows(6))
+    store = PairStore.open(tmp_path, {"t": "own"})
+    waits = []
+
+    def other_run_merges_meanwhile():
+        waits.append(1)
+        store.record_rank_counts(0, {"batches_sampled": 76, "tokens_this_run": 9999,
+                                     "generation_seconds": 1.0})
+        if store.is_complete():
+            recorded = store.read_summary()
+            recorded.update(batches_sampled=76, tokens_this_run=9999, generation_seconds=1.0)
+            store_mod.atomic_write(store.summary_path, json.dumps(recorded))
+
+    result = build_pairs(examples, tokenizer, factory([]), SamplingSettings(batch_size=2), store,
+                         barrier=other_run_merges_meanwhile, progress=False)
+    assert len(waits) == 2
+    assert (result.summary.batches_sampled, result.summary.tokens_this_run) == (3, 6 * 4)
+
+
 # -- real tiny model -------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from axolotl_ipo import store as store_mod
+from axolotl_ipo.errors import UserError
 from axolotl_ipo.store import PairStore, atomic_write, cache_key, dumps_row
 
 
@@ -145,3 +146,37 @@ def test_ensure_plan(tmp_path):
 def test_dumps_row_deterministic():
     assert dumps_row({"b": 1, "a": "ü"}) == '{"a": "ü", "b": 1}'
     assert os.linesep not in dumps_row({"a": "x\ny"})
+
+
+def test_a_complete_store_is_reused_without_writing(tmp_path, monkeypatch):
+    """A finished store copied read-only (or on a read-only mount) is read, never written."""
+    parts = {"k": "read-only"}
+    store = PairStore.open(tmp_path, parts)
+    store.commit_batch(0, [{"index": 0}])
+    store.merge(1, summary={"rows_in": 1})
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(store_mod, "_atomic_write", refuse)
+    monkeypatch.setattr(store_mod, "_flock", refuse)
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    monkeypatch.setattr(Path, "unlink", refuse)
+    again = PairStore.open(tmp_path, parts)
+    assert again.is_complete() and again.read_pairs() == [{"index": 0}]
+
+
+def test_an_unwritable_lock_is_one_line_with_the_fix(tmp_path, monkeypatch):
+    store = PairStore.open(tmp_path, {"k": "lock"})
+    real_open = open
+
+    def no_lock(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_lock)
+    with pytest.raises(UserError) as err:
+        store.ensure_plan({"batches": 1})
+    assert str(err.value).startswith(f"cannot write {store.locks_dir / 'store.lock'}: Permission")
+    assert "choose a writable directory" in str(err.value)

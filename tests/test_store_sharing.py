@@ -44,7 +44,8 @@ SAMPLER = textwrap.dedent(
     result = build_pairs(examples, tokenizer, Slow,
                          SamplingSettings(batch_size=2), PairStore.open(root, {"t": "shared"}),
                          progress=False)
-    print(json.dumps({"sampled": result.summary.batches_sampled}))
+    print(json.dumps({"sampled": result.summary.batches_sampled,
+                      "tokens": result.summary.tokens_this_run}))
     """
 )
 
@@ -68,7 +69,9 @@ def run_samplers(tmp_path: Path, model_dir: Path, root: Path, names: list[str]) 
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
         seeds = (tmp_path / name).read_text().split() if (tmp_path / name).exists() else []
-        results[name] = (json.loads(out.splitlines()[-1])["sampled"], seeds)
+        summary = json.loads(out.splitlines()[-1])
+        assert summary["tokens"] == 8 * summary["sampled"]  # its own tokens, 2 rows x 4 a batch
+        results[name] = (summary["sampled"], seeds)
     return results
 
 
@@ -78,6 +81,8 @@ def test_two_runs_on_one_store_share_the_work(tmp_path, tiny_model_dir):
     both = run_samplers(tmp_path, tiny_model_dir, tmp_path / "shared", ["first", "second"])
     (first, first_seeds), (second, second_seeds) = both["first"], both["second"]
     assert first + second == 8 and len(first_seeds) + len(second_seeds) == 8
+    # each process reports what it sampled itself, not the other's (or the last merger's) counts
+    assert (first, second) == (len(first_seeds), len(second_seeds))
     assert not set(first_seeds) & set(second_seeds)  # no batch sampled twice
     assert set(first_seeds) | set(second_seeds) == set(ref["alone"][1])
     (ref_pairs,) = (tmp_path / "ref").glob("*/pairs.jsonl")
@@ -151,3 +156,13 @@ def test_store_files_get_the_same_mode_as_other_files(tmp_path):
     assert expected == 0o644
     for path in (store.pairs_path, store.shard_path(0), store.meta_path, store.summary_path):
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+def test_store_writes_leave_the_process_umask_alone(tmp_path, monkeypatch):
+    """Setting the umask is process-wide: a thread creating a file meanwhile would get 0666."""
+    calls = []
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or 0o022)
+    store = PairStore.open(tmp_path, {"k": "umask"})
+    store.commit_batch(0, [{"index": 0}])
+    store.merge(1)
+    assert calls == []
