@@ -68,11 +68,13 @@ def render_prompts(
     tokenizer: Any,
     sequence_len: int | None = None,
 ) -> tuple[list[RenderedPrompt], list[InvalidRow]]:
-    """Render each prompt with ``apply_chat_template(..., add_generation_prompt=True)``.
+    """Render each prompt with ``apply_chat_template(..., add_generation_prompt=True)``, or
+    take its ``prompt_text`` (formats Axolotl's SFT renders as plain text).
 
     A prompt that does not leave room for an answer (``tokens >= sequence_len``) or that
     the template rejects becomes an :class:`InvalidRow`."""
-    if not getattr(tokenizer, "chat_template", None):
+    templated = any(ex.prompt_text is None for ex in examples)
+    if templated and not getattr(tokenizer, "chat_template", None):
         raise UserError(
             "the training tokenizer has no chat template; set chat_template in the config "
             "so prompts are rendered exactly as in training"
@@ -80,6 +82,9 @@ def render_prompts(
     texts: list[tuple[int, str]] = []
     invalid: list[InvalidRow] = []
     for index, ex in enumerate(examples):
+        if ex.prompt_text is not None:
+            texts.append((index, ex.prompt_text))
+            continue
         try:
             text = tokenizer.apply_chat_template(
                 ex.prompt_messages, add_generation_prompt=True, tokenize=False

@@ -69,6 +69,7 @@ def config_examples(
             source.field_map,
             strict=strict,
             answers_field=answers_field,
+            render=source.renderer(),
         )
         examples.extend(found)
         invalid.extend(bad)

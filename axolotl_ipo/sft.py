@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from axolotl_ipo.errors import UserError
 
 __all__ = [
+    "CUSTOM",
     "FORMATS",
     "InvalidRow",
     "PromptExample",
@@ -29,13 +30,16 @@ __all__ = [
 @dataclass(frozen=True)
 class PromptExample:
     """One prompt (chat messages before the answer) and its gold answer; ``answers`` are the
-    row's acceptable answers when it lists several (e.g. NQ-open's ``answers`` column)."""
+    row's acceptable answers when it lists several (e.g. NQ-open's ``answers`` column).
+    ``prompt_text`` is set for Axolotl's custom instruct format, which SFT renders as plain
+    text, not with the chat template (its one message then holds that text)."""
 
     prompt_messages: list[dict]
     gold: str
     source: str
     row: int
     answers: tuple[str, ...] = ()
+    prompt_text: str | None = None  # the prompt as text, for formats without a chat template
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class InvalidRow:
 # plugin's own (Axolotl's `completion` and `input_output` have no prompt/answer split: refused
 # in one line by `sources.split_sources`).
 FORMATS: tuple[str, ...] = ("alpaca", "chat_template", "prompt_completion")
+# Axolotl's custom instruct format: `type:` is a mapping, not a name (`sources.split_sources`).
+CUSTOM = "custom"
 
 ALLOWED_KEYS: dict[str, set[str]] = {
     "alpaca": {"field_instruction", "field_input", "field_output", "field_system"},
@@ -75,6 +81,8 @@ ALLOWED_KEYS: dict[str, set[str]] = {
         "drop_system_message",
     },
     "prompt_completion": {"field_prompt", "field_completion", "field_system"},
+    CUSTOM: {"field_instruction", "field_input", "field_output", "field_system", "format",
+             "no_input_format", "system_format", "system_prompt"},
 }
 
 # Axolotl's chat_template role mapping (ChatTemplatePrompter): used unless the dataset sets
@@ -101,6 +109,7 @@ class _Bad(Exception):
 class _Spec:
     fmt: str
     fields: dict[str, Any] = field(default_factory=dict)
+    render: Callable[[Mapping[str, Any]], str] | None = None
 
     def get(self, key: str, default: Any) -> Any:
         value = self.fields.get(key)
@@ -108,7 +117,7 @@ class _Spec:
 
 
 def _canonical(fmt: str) -> str:
-    if fmt not in FORMATS:
+    if fmt not in ALLOWED_KEYS:
         raise ValueError(
             f"unknown SFT format {fmt!r}; use one of {list(FORMATS)} "
             "(ShareGPT data: chat_template with field_messages and message_property_mappings)"
@@ -167,6 +176,17 @@ def _alpaca(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]:
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": user})
     return messages, gold  # type: ignore[return-value]
+
+
+def _custom(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str, str]:
+    """Axolotl's custom instruct format: the fields checked as for alpaca, the prompt rendered
+    by ``spec.render`` (Axolotl's own prompter) as SFT renders it."""
+    _text(row, spec.get("field_instruction", "instruction"), required=True, what="an instruction")
+    _text(row, spec.get("field_input", "input"), required=False, what="input")
+    gold = _text(row, spec.get("field_output", "output"), required=True, what="the gold answer")
+    _text(row, spec.get("field_system", "system"), required=False, what="system")
+    text = spec.render(row)  # type: ignore[misc]
+    return [{"role": "user", "content": text}], gold, text  # type: ignore[return-value]
 
 
 def _content(value: Any, where: str) -> str:
@@ -316,6 +336,7 @@ _EXTRACTORS = {
     "alpaca": _alpaca,
     "chat_template": _conversation,
     "prompt_completion": _prompt_completion,
+    CUSTOM: _custom,
 }
 
 
@@ -327,24 +348,28 @@ def extract_examples(
     *,
     strict: bool = False,
     answers_field: str | None = None,
+    render: Callable[[Mapping[str, Any]], str] | None = None,
 ) -> tuple[list[PromptExample], list[InvalidRow]]:
     """Turn SFT rows into prompt examples.
 
-    ``fmt`` is one of :data:`FORMATS`. ``field_map`` holds the dataset entry's keys for that
-    format (:data:`ALLOWED_KEYS`, with Axolotl's meaning and defaults). Invalid rows are
-    returned as :class:`InvalidRow` records; with ``strict=True`` the first one raises
-    :class:`UserError`. ``answers_field`` names a column of acceptable answers (kept in
-    ``PromptExample.answers``).
+    ``fmt`` is one of :data:`FORMATS` or :data:`CUSTOM`. ``field_map`` holds the dataset
+    entry's keys for that format (:data:`ALLOWED_KEYS`, with Axolotl's meaning and defaults).
+    Invalid rows are returned as :class:`InvalidRow` records; with ``strict=True`` the first
+    one raises :class:`UserError`. ``answers_field`` names a column of acceptable answers (kept
+    in ``PromptExample.answers``). ``render`` (required for :data:`CUSTOM`) turns a row into
+    its prompt text.
     """
     canonical = _canonical(fmt)
-    spec = _Spec(canonical, _check_field_map(canonical, field_map))
+    if canonical == CUSTOM and render is None:
+        raise ValueError("the custom format needs `render`, the row -> prompt text function")
+    spec = _Spec(canonical, _check_field_map(canonical, field_map), render)
     examples: list[PromptExample] = []
     invalid: list[InvalidRow] = []
     for index, row in enumerate(rows):
         try:
             if not isinstance(row, Mapping):
                 raise _Bad("<row>", f"expected an object, got {type(row).__name__}.", "wrong_type")
-            messages, gold = _EXTRACTORS[spec.fmt](row, spec)
+            messages, gold, *text = _EXTRACTORS[spec.fmt](row, spec)
             answers = _answers(row, answers_field)
         except _Bad as bad:
             problem = InvalidRow(source, index, bad.field, bad.reason, bad.kind)
@@ -352,7 +377,7 @@ def extract_examples(
                 raise UserError(problem.message) from None
             invalid.append(problem)
             continue
-        examples.append(PromptExample(messages, gold, source, index, answers))
+        examples.append(PromptExample(messages, gold, source, index, answers, *text))
     return examples, invalid
 
 
@@ -361,6 +386,8 @@ def fingerprint_examples(examples: Sequence[PromptExample]) -> str:
     digest = hashlib.sha256()
     for ex in examples:
         record = [ex.source, ex.row, ex.prompt_messages, ex.gold, list(ex.answers)]
+        if ex.prompt_text is not None:  # plain text, not the chat template's rendering
+            record.append(ex.prompt_text)
         digest.update(json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()

@@ -7,16 +7,22 @@ Everything that is not a recognised SFT format goes to Axolotl's preference load
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from axolotl_ipo.errors import UserError, one_line
 from axolotl_ipo.preflight import dataset_problem
-from axolotl_ipo.sft import ALLOWED_KEYS, FORMATS
-from axolotl_ipo.upstream.axolotl import load_dataset_entry
+from axolotl_ipo.sft import ALLOWED_KEYS, CUSTOM, FORMATS
+from axolotl_ipo.upstream.axolotl import custom_prompt_renderer, load_dataset_entry
 
-CUSTOM_INSTRUCT_KEYS = ("field_instruction", "field_input", "field_output", "field_system")
+# What Axolotl's custom format may put in each format string (str.format placeholders).
+CUSTOM_PLACEHOLDERS = {
+    "format": "{instruction} and {input}",
+    "no_input_format": "{instruction}",
+    "system_format": "{system}",
+}
 # Axolotl's SFT types without a prompt/answer split: nothing to sample a rejected answer for, and
 # Axolotl's preference loader cannot read them either.
 NO_GOLD_ANSWER = {
@@ -38,6 +44,30 @@ class SFTSource:
     def name(self) -> str:
         return f"datasets[{self.index}] {self.entry.get('path')}"
 
+    def renderer(self) -> Callable[[Mapping[str, Any]], str] | None:
+        """Row -> prompt text for the custom format (Axolotl's own prompter), None for the
+        formats rendered with the chat template. Format strings it cannot fill are one line."""
+        if self.fmt != CUSTOM:
+            return None
+        render = custom_prompt_renderer(self.field_map)
+        names = {key: self.field_map.get(f"field_{key}", key)
+                 for key in ("instruction", "input", "system")}
+        probes = ({names["instruction"]: "i", names["input"]: "x", names["system"]: "s"},
+                  {names["instruction"]: "i"})
+        try:
+            for probe in probes:  # both format strings, with and without a system prompt
+                render(probe)
+        except (KeyError, IndexError, ValueError, AttributeError) as err:
+            keys = ", ".join(f"{key}: {self.field_map[key]!r}" for key in CUSTOM_PLACEHOLDERS
+                             if key in self.field_map)
+            allowed = "; ".join(f"{k} {v}" for k, v in CUSTOM_PLACEHOLDERS.items())
+            raise UserError(
+                f"{self.name}: type.format / no_input_format / system_format ({keys}) cannot be "
+                f"filled ({type(err).__name__}: {err}); the placeholders Axolotl fills are: "
+                f"{allowed}."
+            ) from None
+        return render
+
 
 def _sft_format(index: int, entry: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """(format, field mapping) for an SFT entry, None for a preference entry."""
@@ -52,7 +82,8 @@ def _sft_format(index: int, entry: dict[str, Any]) -> tuple[str, dict[str, Any]]
     if isinstance(ds_type, dict):  # Axolotl's custom instruct format: field_instruction, ...
         if ds_type.get("field_chosen") or ds_type.get("field_rejected"):
             return None
-        return "alpaca", {key: ds_type[key] for key in CUSTOM_INSTRUCT_KEYS if ds_type.get(key)}
+        return CUSTOM, {key: value for key, value in ds_type.items()
+                        if key in ALLOWED_KEYS[CUSTOM] and value is not None}
     if not isinstance(ds_type, str) or ds_type.split(":")[0] not in FORMATS:
         return None
     if entry.get("field_chosen") or entry.get("field_rejected"):

@@ -33,7 +33,7 @@ def test_sft_entries_are_sampled_and_preference_entries_pass_through():
                               "roles": {"user": ["human"], "assistant": ["bot"]}}),
         4: ("chat_template", {"message_field_role": "from"}),
         5: ("prompt_completion", {"field_prompt": "question", "field_completion": "answer"}),
-        6: ("alpaca", {"field_instruction": "q", "field_output": "a"}),
+        6: ("custom", {"field_instruction": "q", "field_output": "a", "format": "{instruction}"}),
     }
     assert sft[0].name == "datasets[0] a.jsonl"
 

@@ -3,10 +3,11 @@ function, class and module the package uses apart from the plugin base class."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from functools import lru_cache
 from importlib.metadata import version
 from importlib.resources import files
@@ -26,6 +27,11 @@ REQUIRED = (
     "axolotl.common.datasets:load_preference_datasets",
     "axolotl.utils.data.shared:load_dataset_with_config",
     "datasets.packaged_modules.json.json",  # DATASETS_JSON_LOGGER: load_dataset_entry's quiet log
+    "axolotl.prompt_strategies.user_defined:load",  # custom_prompt_renderer
+    "axolotl.prompt_strategies.user_defined:UserDefinedDatasetConfig",
+    "axolotl.prompt_strategies.alpaca_w_system:SystemDataPrompter.build_prompt_w_system",
+    "axolotl.prompt_strategies.alpaca_w_system:"
+    "InstructionWSystemPromptTokenizingStrategy.parse_instruction_fields",
     "axolotl.utils.dict:DictDefault",
     "axolotl.utils.data.rl:_drop_long_sequences",  # what count_too_long copies
     "axolotl.utils.environment:check_cuda_p2p_support",  # guard_cuda_p2p_check
@@ -180,6 +186,25 @@ def load_dataset_entry(entry: Mapping[str, Any], use_auth_token: bool = False) -
         return load_dataset_with_config(config_dict(entry), use_auth_token)
     finally:
         json_log.setLevel(level)
+
+
+def custom_prompt_renderer(type_cfg: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], str]:
+    """For Axolotl's custom instruct format (`type:` a mapping of `field_*`, `format`,
+    `no_input_format`, `system_format`, `system_prompt`): a row -> the text its SFT puts before
+    the answer. Axolotl's own `user_defined` strategy reads the row's fields and its prompter
+    renders them (`tokenize_prompt` up to the answer), so the pairs' prompts match SFT's."""
+    from axolotl.prompt_strategies.user_defined import UserDefinedDatasetConfig, load
+
+    known = {f.name for f in dataclasses.fields(UserDefinedDatasetConfig)}
+    settings = {key: value for key, value in type_cfg.items() if key in known and value is not None}
+    strategy = load(None, config_dict({"train_on_inputs": False, "sequence_len": 0}),
+                    UserDefinedDatasetConfig(**settings))
+
+    def render(row: Mapping[str, Any]) -> str:
+        instruction, extra, _, system = strategy.parse_instruction_fields(row)
+        return next(iter(strategy.prompter.build_prompt_w_system(system, instruction, extra)))
+
+    return render
 
 
 def count_too_long(rows: Sequence[Mapping[str, Any]], tokenizer: Any, sequence_len: Any) -> int:
