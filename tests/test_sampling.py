@@ -194,7 +194,13 @@ def test_vllm_import_never_fails_and_errors_clearly(monkeypatch):
     assert "rejection_sampling.backend: transformers" in str(err.value)
     monkeypatch.setattr(mod, "vllm_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match="needs a CUDA GPU") as err:
+    package = types.ModuleType("vllm")
+    package.__path__ = []
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = types.SimpleNamespace(device_type="")  # no CUDA, no CPU build
+    monkeypatch.setitem(sys.modules, "vllm", package)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
+    with pytest.raises(RuntimeError, match="finds no device to run on") as err:
         load_generator("vllm", "some/model")
     assert "rejection_sampling.backend: transformers" in str(err.value)
 

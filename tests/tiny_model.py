@@ -20,8 +20,12 @@ CORPUS = [
 ]
 
 
-def build_tiny_llama(path: Path, vocab_size: int = 320, seed: int = 0) -> Path:
-    """Save a tokenizer and a ~100k-parameter LlamaForCausalLM into `path`."""
+def build_tiny_llama(
+    path: Path, vocab_size: int = 320, seed: int = 0, head_dim: int | None = None
+) -> Path:
+    """Save a tokenizer and a ~100k-parameter LlamaForCausalLM into `path`. `head_dim`: wider
+    attention heads than hidden_size / heads (8), e.g. 32 for vLLM's CPU attention, whose
+    smallest head size is 32."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -60,6 +64,7 @@ def build_tiny_llama(path: Path, vocab_size: int = 320, seed: int = 0) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        **({"head_dim": head_dim} if head_dim else {}),
     )
     LlamaForCausalLM(config).save_pretrained(path)
     return path
