@@ -308,6 +308,18 @@ def _log_invalid(invalid: Sequence[InvalidRow]) -> None:
     )
 
 
+def _log_turns_after(examples: Sequence[PromptExample]) -> None:
+    if examples:
+        first = examples[0]
+        logger.warning(
+            "%d conversation(s) go on after their last assistant turn (first: dataset %r, row "
+            "%d, %d turn(s) after it): each pair answers that last assistant turn and leaves the "
+            "later turns out, as Axolotl's SFT trains nothing on them. End each conversation "
+            "with its answer to silence this.",
+            len(examples), first.source, first.row, first.turns_after,
+        )
+
+
 def _log_check_errors(rows: Sequence[dict], check: str) -> None:
     failed = [r for r in rows if r.get("check_error")]
     if failed:
@@ -354,6 +366,7 @@ class _Job:
     plan: list[list[int]]
     invalid: list[InvalidRow]
     rows_in: int
+    turns_after: list[PromptExample]  # conversations with turns after the answer left out
 
 
 @dataclass
@@ -417,7 +430,8 @@ def _prepare(
             f"no usable rows to build pairs from ({len(invalid)} invalid: {counts}).{first}"
         )
     plan = sampling_plan([p.n_tokens for p in prompts], settings)
-    return _Job(prompts, plan, invalid, len(examples) + len(invalid_rows))
+    after = [p.example for p in prompts if p.example.turns_after]
+    return _Job(prompts, plan, invalid, len(examples) + len(invalid_rows), after)
 
 
 def _sample_mine(job: _Job, mine: list[int], sampler: _Sampler, progress: bool) -> int:
@@ -462,6 +476,7 @@ def _summary(
         samples_right=sum(int(r.get("samples_right", 0)) for r in rows),
         answer_check=policy.answer_check,
         too_long=too_long,
+        turns_after_answer=len(job.turns_after),
         generator=next((str(r["generator"]) for r in rows if r.get("generator")), ""),
     )
 
@@ -527,6 +542,7 @@ def build_pairs(
     job = _prepare(examples, tokenizer, sequence_len, invalid_rows, settings)
     if rank == 0:
         _log_invalid(job.invalid)
+        _log_turns_after(job.turns_after)
     store.ensure_plan(_plan_record(job.prompts, job.plan, settings, policy))
 
     if world_size > 1:  # the ranks' records: the barrier waits for them, rank 0 sums them

@@ -40,6 +40,7 @@ class PromptExample:
     row: int
     answers: tuple[str, ...] = ()
     prompt_text: str | None = None  # the prompt as text, for formats without a chat template
+    turns_after: int = 0  # a conversation's turns after its gold answer, left out of the pair
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,10 @@ AXOLOTL_DEFAULT_ROLES = {
     "system": "system",
     "tool": "tool",
 }
+
+
+# An extractor's result: (prompt messages, gold answer, other PromptExample fields).
+Extracted = tuple[list[dict], str, dict[str, Any]]
 
 
 class _Bad(Exception):
@@ -165,7 +170,7 @@ def _text(row: Mapping[str, Any], key: str, *, required: bool, what: str) -> str
     return value
 
 
-def _alpaca(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]:
+def _alpaca(row: Mapping[str, Any], spec: _Spec) -> Extracted:
     instruction = _text(
         row, spec.get("field_instruction", "instruction"), required=True, what="an instruction"
     )
@@ -175,10 +180,10 @@ def _alpaca(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]:
     user = f"{instruction}\n\n{extra}" if extra else instruction
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": user})
-    return messages, gold  # type: ignore[return-value]
+    return messages, gold, {}  # type: ignore[return-value]
 
 
-def _custom(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str, str]:
+def _custom(row: Mapping[str, Any], spec: _Spec) -> Extracted:
     """Axolotl's custom instruct format: the fields checked as for alpaca, the prompt rendered
     by ``spec.render`` (Axolotl's own prompter) as SFT renders it."""
     _text(row, spec.get("field_instruction", "instruction"), required=True, what="an instruction")
@@ -186,7 +191,7 @@ def _custom(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str, str]:
     gold = _text(row, spec.get("field_output", "output"), required=True, what="the gold answer")
     _text(row, spec.get("field_system", "system"), required=False, what="system")
     text = spec.render(row)  # type: ignore[misc]
-    return [{"role": "user", "content": text}], gold, text  # type: ignore[return-value]
+    return [{"role": "user", "content": text}], gold, {"prompt_text": text}  # type: ignore
 
 
 def _content(value: Any, where: str) -> str:
@@ -270,8 +275,9 @@ def _no_assistant_turn(key: str, messages: list[dict]) -> _Bad:
     )
 
 
-def _conversation(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]:
-    """Axolotl's chat_template conversation: prompt = turns before the last assistant turn."""
+def _conversation(row: Mapping[str, Any], spec: _Spec) -> Extracted:
+    """Axolotl's chat_template conversation: prompt = turns before the last assistant turn. The
+    turns after it are left out and counted: Axolotl's SFT trains nothing on them either."""
     key, _, content_key = _message_keys(spec)
     turns = _turns(row, spec)
     last = max((i for i, m in enumerate(turns) if m["role"] == "assistant"), default=None)
@@ -297,10 +303,11 @@ def _conversation(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]
         prompt.insert(0, {"role": "system", "content": system})
     if spec.get("drop_system_message", False) and prompt[0]["role"] == "system":
         prompt = prompt[1:]
-    return prompt, gold
+    after = len(turns) - last - 1
+    return prompt, gold, {"turns_after": after} if after else {}
 
 
-def _prompt_completion(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict], str]:
+def _prompt_completion(row: Mapping[str, Any], spec: _Spec) -> Extracted:
     pkey = spec.get("field_prompt", "prompt")
     ckey = spec.get("field_completion", "completion")
     prompt = _text(row, pkey, required=True, what="a prompt")
@@ -308,7 +315,7 @@ def _prompt_completion(row: Mapping[str, Any], spec: _Spec) -> tuple[list[dict],
     system = _text(row, spec.get("field_system", "system"), required=False, what="system")
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
-    return messages, gold  # type: ignore[return-value]
+    return messages, gold, {}  # type: ignore[return-value]
 
 
 def _answers(row: Mapping[str, Any], key: str | None) -> tuple[str, ...]:
@@ -369,7 +376,7 @@ def extract_examples(
         try:
             if not isinstance(row, Mapping):
                 raise _Bad("<row>", f"expected an object, got {type(row).__name__}.", "wrong_type")
-            messages, gold, *text = _EXTRACTORS[spec.fmt](row, spec)
+            messages, gold, extras = _EXTRACTORS[spec.fmt](row, spec)
             answers = _answers(row, answers_field)
         except _Bad as bad:
             problem = InvalidRow(source, index, bad.field, bad.reason, bad.kind)
@@ -377,7 +384,7 @@ def extract_examples(
                 raise UserError(problem.message) from None
             invalid.append(problem)
             continue
-        examples.append(PromptExample(messages, gold, source, index, answers, *text))
+        examples.append(PromptExample(messages, gold, source, index, answers, **extras))
     return examples, invalid
 
 

@@ -28,6 +28,7 @@ class PairsSummary:
     samples_right: int = 0
     answer_check: str = "none"
     too_long: int = 0  # pairs over sequence_len, which Axolotl's RL loader drops (or truncates)
+    turns_after_answer: int = 0  # conversations whose turns after the last answer were left out
     tokens_this_run: int = 0
     generation_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -105,6 +106,8 @@ class PairsSummary:
             ("truncated dropped", str(self.truncated_dropped)),
             ("rejected cut at max_new_tokens", str(self.truncated)),
             ("pairs over sequence_len", self._too_long_text()),
+            *([("turns after the last answer left out", str(self.turns_after_answer))]
+              if self.turns_after_answer else []),
             ("batches (sampled now / all)", f"{self.batches_sampled} / {self.batches}"),
             ("tokens generated", str(self.tokens_generated)),
             ("tokens/s (this run)", f"{self.tokens_per_second:.1f}"),

@@ -356,6 +356,22 @@ def test_a_process_reports_what_it_sampled_not_what_another_merged(tmp_path, tok
     assert (result.summary.batches_sampled, result.summary.tokens_this_run) == (3, 6 * 4)
 
 
+def test_turns_after_the_last_answer_are_counted_and_reported(tmp_path, tokenizer, caplog):
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"},
+                          {"role": "assistant", "content": f"a{i}"}]
+             + [{"role": "user", "content": "and then?"}] * (i % 2)} for i in range(4)]
+    examples, invalid = extract_examples(rows, "chat_template", "chat.jsonl")
+    assert invalid == []
+    store = PairStore.open(tmp_path, {"t": "after"})
+    with caplog.at_level("WARNING", logger="axolotl_ipo.pairs"):
+        result = build_pairs(examples, tokenizer, factory([]), SamplingSettings(batch_size=2),
+                             store, progress=False)
+    assert result.summary.turns_after_answer == 2 and result.summary.pairs_out == 4
+    assert "turns after the last answer left out  2" in result.summary.format()
+    (warning,) = [r.getMessage() for r in caplog.records if "after their last" in r.getMessage()]
+    assert "2 conversation(s)" in warning and "dataset 'chat.jsonl', row 1" in warning
+
+
 # -- real tiny model -------------------------------------------------------------------------
 
 

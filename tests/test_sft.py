@@ -67,7 +67,10 @@ def test_messages_last_assistant_is_gold_system_kept():
     assert ex.prompt_messages == msgs[:4]
 
 
-def test_messages_trailing_user_turn_ignored():
+def test_messages_trailing_user_turn_is_left_out_and_counted():
+    """Axolotl's SFT trains on the assistant turns and nothing after the last one (it warns
+    "Last turn is not trainable"): the pair answers that last assistant turn, and the turns
+    after it are counted, so the summary can report them."""
     msgs = [
         {"role": "user", "content": "u1"},
         {"role": "assistant", "content": "a1"},
@@ -75,6 +78,8 @@ def test_messages_trailing_user_turn_ignored():
     ]
     ex = one([{"messages": msgs}], "chat_template")
     assert ex.gold == "a1" and ex.prompt_messages == msgs[:1]
+    assert ex.turns_after == 1
+    assert one([{"messages": msgs[:2]}], "chat_template").turns_after == 0
 
 
 def test_messages_content_parts():
