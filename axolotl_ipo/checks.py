@@ -14,8 +14,10 @@ import importlib
 import inspect
 import re
 import string
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
+from types import CodeType
 from typing import Any
 
 __all__ = [
@@ -134,13 +136,45 @@ def load_check(name: str) -> AnswerCheck:
     return check
 
 
+_CONSTANTS = (str, bytes, int, float, tuple, frozenset, dict)
+
+
+def _code_objects(code: CodeType) -> Iterator[CodeType]:
+    """``code`` and the code nested in it (comprehensions, lambdas, inner functions)."""
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            yield from _code_objects(const)
+
+
+def _source_closure(function: Callable) -> list[str]:
+    """The source of ``function`` and of every function and regular expression of its own
+    module that it uses, directly or through those functions (what decides its behaviour)."""
+    module = sys.modules.get(function.__module__)
+    parts, seen, todo = [], set(), [function]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        parts.append(inspect.getsource(current))
+        names = sorted({n for code in _code_objects(current.__code__) for n in code.co_names})
+        for value in (getattr(module, n, None) for n in names):
+            if inspect.isfunction(value) and value.__module__ == function.__module__:
+                todo.append(value)
+            elif isinstance(value, re.Pattern) and id(value) not in seen:
+                seen.add(id(value))
+                parts.append(value.pattern)
+            elif isinstance(value, _CONSTANTS) and " at 0x" not in repr(value):
+                parts.append(repr(value))  # e.g. a str.translate table
+    return parts
+
+
 def check_fingerprint(name: str) -> dict[str, Any]:
-    """The check's name and, for a user's function, a hash of its source: editing the
-    function changes the pair cache key."""
-    if name in BUILTIN_CHECKS:
-        return {"name": name}
+    """The check's name and a hash of its source with the helpers of its module it calls (a
+    built-in one's or a user's): a change of what the check does changes the pair cache key."""
     try:
-        source = inspect.getsource(load_check(name))
+        source = "\n".join(_source_closure(load_check(name)))
     except (OSError, TypeError):
         return {"name": name}
     return {"name": name, "source_sha256": hashlib.sha256(source.encode("utf-8")).hexdigest()}

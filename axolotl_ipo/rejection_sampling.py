@@ -27,7 +27,7 @@ from axolotl_ipo.store import PairStore
 from axolotl_ipo.upstream.axolotl import load_tokenizer
 
 LOG = logging.getLogger("axolotl_ipo")
-PAIRS_FORMAT_VERSION = 2  # 2: answer checks, k samples, chosen_source
+PAIRS_FORMAT_VERSION = 3  # 2: answer checks, k samples, chosen_source; 3: rows' end_token
 PAIRS_TYPE = "axolotl_ipo.sampled_pairs"  # the dataset `type:` that reads a pairs.jsonl
 
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 from fractions import Fraction
 
 import pytest
@@ -77,8 +78,27 @@ def test_user_check_loads_and_its_source_is_in_the_fingerprint():
     import user_checks
 
     assert load_check("user_checks:never_right") is user_checks.never_right
-    assert check_fingerprint("number") == {"name": "number"}
     assert len(check_fingerprint("user_checks:coin")["source_sha256"]) == 64
+
+
+def test_a_builtin_check_is_keyed_by_its_code_and_the_helpers_it_calls(monkeypatch):
+    """Changing what a built-in check does changes the pair cache key by itself: no hand bump
+    of PAIRS_FORMAT_VERSION (`number` calls final_number, which uses the _NUMBER pattern)."""
+    from axolotl_ipo import checks
+
+    before = check_fingerprint("number")
+    assert before["name"] == "number" and len(before["source_sha256"]) == 64
+    assert check_fingerprint("number") == before
+    assert check_fingerprint("contains") != before
+
+    def final_number(text):  # a behaviour change in a helper
+        return None
+
+    monkeypatch.setattr(checks, "final_number", final_number)
+    assert check_fingerprint("number") != before
+    monkeypatch.undo()
+    monkeypatch.setattr(checks, "_NUMBER", re.compile(r"\d+"))
+    assert check_fingerprint("number") != before
 
 
 def test_several_greedy_samples_are_a_config_error():

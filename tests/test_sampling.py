@@ -301,6 +301,26 @@ def test_model_fingerprint(model_dir, tmp_path):
         model_fingerprint(tmp_path / "empty")
 
 
+def test_a_hub_model_is_keyed_by_the_commit_the_local_cache_holds(tmp_path, monkeypatch):
+    """A model re-pushed under the same id is a new commit in the HF cache: a new key."""
+    import huggingface_hub.constants
+
+    from axolotl_ipo.sampling import model_fingerprint
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert model_fingerprint("org/model") == {"id": "org/model", "revision": None}  # not cached
+    repo = tmp_path / "models--org--model"
+    for commit in ("a" * 40, "b" * 40):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+        assert model_fingerprint("org/model") == {"id": "org/model", "revision": "main",
+                                                  "commit": commit}
+    (repo / "refs" / "v1").write_text("a" * 40)
+    assert model_fingerprint("org/model", "v1")["commit"] == "a" * 40
+
+
 class _FakeEngine:
     """Stands in for `vllm`: records the environment its engine process would start with."""
 

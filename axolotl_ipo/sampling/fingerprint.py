@@ -25,13 +25,29 @@ def _sample_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
+def _cached_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit of ``repo_id`` at ``revision`` (default: main) that the local Hugging Face
+    cache holds, the one a load would use offline; None when the cache has none."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id: nothing cached under it
+        return None
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
 def model_fingerprint(model_path: str | os.PathLike, revision: str | None = None) -> dict[str, Any]:
     """A JSON-able identity for ``model_path``: for a local directory, the config files'
-    hashes and a sampled hash of every weight file; for a hub id, the id and revision
-    (pin a commit for a stable key)."""
+    hashes and a sampled hash of every weight file; for a hub id, the id, the revision and the
+    commit the local HF cache holds for it (a model re-pushed under the same id is a new
+    commit, so a new key; a model not cached yet is keyed by id and revision alone)."""
     path = Path(model_path)
     if not path.is_dir():
-        return {"id": os.fspath(model_path), "revision": revision}
+        commit = _cached_commit(os.fspath(model_path), revision)
+        if commit is None:
+            return {"id": os.fspath(model_path), "revision": revision}
+        return {"id": os.fspath(model_path), "revision": revision or "main", "commit": commit}
     files: dict[str, str] = {}
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         name = file.relative_to(path).as_posix()
