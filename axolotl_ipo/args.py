@@ -177,6 +177,12 @@ class RejectionSamplingArgs(BaseModel):
 
 DEFAULT_TAU = 0.1  # TRL's default beta; used when neither ipo_tau nor rl_beta is set
 
+# The collapse guard: a seeded slice of the SFT rows held out of training, whose gold answers'
+# NLL per token is scored at step 0 and at every logging step.
+GUARD_MAX_ROWS = 64
+GUARD_SHARE = 0.05  # min(5% of the SFT rows, GUARD_MAX_ROWS); none below 1/GUARD_SHARE rows
+GUARD_MAX_RISE = 0.10  # warn when the held-out gold NLL is this far above its lowest so far
+
 
 class IPOArgs(BaseModel):
     """Top-level keys (Axolotl drops unknown per-dataset keys in RL mode)."""
@@ -196,6 +202,29 @@ class IPOArgs(BaseModel):
         "its tokens) added to IPO's: `loss_type: [ipo, sft]`, `loss_weights: [1, alpha]`. Keeps "
         "the chosen answers likely (Iterative RPO's NLL term). Unset or 0: pure IPO. At step 0 "
         "the loss is (1/(2*tau))^2 + alpha * chosen NLL.",
+    )
+    ipo_guard_rows: int | None = Field(
+        default=None,
+        ge=0,
+        description="The collapse guard's held-out slice: this many SFT rows (seeded by "
+        "`rejection_sampling.seed`) are kept out of the pairs, and their gold answers' NLL per "
+        "token is scored at step 0 and at every logging step (`ipo/heldout_gold_nll` in the "
+        "logs and ipo_metrics.jsonl). Default: min(5% of the SFT rows, "
+        f"{GUARD_MAX_ROWS}), none for fewer than {int(1 / GUARD_SHARE)} rows; 0 turns the "
+        "guard off.",
+    )
+    ipo_guard_max_rise: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="The guard warns (one line, once) when the held-out gold NLL per token is "
+        "more than this fraction above its lowest value so far, step 0 included: the gold "
+        f"answers are becoming less likely, IPO's collapse. Default: {GUARD_MAX_RISE}.",
+    )
+    ipo_guard_stop: bool | None = Field(
+        default=None,
+        description="With the guard's warning, also stop training and put back the trainable "
+        "weights of the last logging step below the limit, so the saved model is the last good "
+        "one (keeps a CPU copy of the trainable weights: cheap with LoRA). Default: false.",
     )
     rejection_sampling: RejectionSamplingArgs | None = Field(
         default=None, description="Settings for building pairs from SFT datasets."

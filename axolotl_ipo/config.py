@@ -16,7 +16,14 @@ from axolotl_ipo.errors import UserError
 from axolotl_ipo.upstream.axolotl import axolotl_version, native_ipo_keys
 from axolotl_ipo.upstream.trl import ipo_losses
 
-PLUGIN_KEYS = ("ipo_tau", "ipo_sft_weight", "rejection_sampling")
+PLUGIN_KEYS = (
+    "ipo_tau",
+    "ipo_sft_weight",
+    "ipo_guard_rows",
+    "ipo_guard_max_rise",
+    "ipo_guard_stop",
+    "rejection_sampling",
+)
 
 
 class IPOConfigError(UserError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 # says "to create a new plugin, you need to inherit from the BasePlugin class" (upstream.PUBLIC).
 from axolotl.integrations.base import BasePlugin
 
-from axolotl_ipo import config, distributed, preflight, rejection_sampling
+from axolotl_ipo import config, distributed, heldout_guard, preflight, rejection_sampling
 from axolotl_ipo.callbacks import IPODiagnosticsCallback, IPOMetricsCallback
 from axolotl_ipo.errors import exit_on_user_error
 from axolotl_ipo.upstream import axolotl as upstream_axolotl
@@ -30,7 +30,7 @@ class IPOPlugin(BasePlugin):
         config.normalise(cfg)
         preflight.check_model_paths(cfg)
         upstream_axolotl.disable_lora_kernels_without_cuda(cfg)
-        distributed.request_cpu_process_group()
+        distributed.prepare_ranks(cfg)
 
     @exit_on_user_error
     def load_datasets(self, cfg, preprocess: bool = False):
@@ -41,7 +41,9 @@ class IPOPlugin(BasePlugin):
         if not config.is_active(cfg):
             return None
         distributed.fix_cpu_device_map(cfg)
-        result = rejection_sampling.build_pairs_for_config(cfg)
+        rows = rejection_sampling.training_rows(cfg)
+        self._guard_examples = rows.heldout if rows else []
+        result = rejection_sampling.build_pairs_for_config(cfg, rows=rows)
         if result is None:
             return None
         _, preference = rejection_sampling.sft_sources(cfg)
@@ -65,11 +67,16 @@ class IPOPlugin(BasePlugin):
     def add_callbacks_post_trainer(self, cfg, trainer):
         if not config.is_active(cfg):
             return []
-        return [IPOMetricsCallback(cfg.output_dir, float(cfg.ipo_tau))]
+        examples = getattr(self, "_guard_examples", [])
+        self._guard = heldout_guard.guard_callback(cfg, examples, trainer.processing_class)
+        return [IPOMetricsCallback(cfg.output_dir, float(cfg.ipo_tau), self._guard)]
 
     def post_trainer_create(self, cfg, trainer):
-        """The `ipo/...` diagnostics go first, so every logger integration receives them."""
+        """The `ipo/...` diagnostics and the collapse guard go first, so every logger
+        integration receives their metrics."""
         if not config.is_active(cfg):
             return
         pure_ipo = config.trainer_loss_args(cfg)["loss_type"] == ["ipo"]
         add_callback_first(trainer, IPODiagnosticsCallback(pure_ipo))
+        if getattr(self, "_guard", None) is not None:
+            add_callback_first(trainer, self._guard)

@@ -18,6 +18,7 @@ from axolotl_ipo import distributed
 from axolotl_ipo.args import RejectionSamplingArgs
 from axolotl_ipo.checks import check_fingerprint
 from axolotl_ipo.errors import UserError
+from axolotl_ipo.heldout_guard import guard_size, split_heldout
 from axolotl_ipo.pairs import PairsResult, build_pairs
 from axolotl_ipo.sampling import SamplingSettings, load_generator, model_fingerprint
 from axolotl_ipo.selection import PairPolicy
@@ -144,17 +145,39 @@ def build_pairs_for_config(
     cfg: Any,
     output_dir: str | Path | None = None,
     progress: bool = True,
+    rows: TrainingRows | None = None,
 ) -> PairsResult | None:
-    """Sample pairs for the config's SFT datasets (None if it has none). Cached and resumable:
+    """Sample pairs for the config's SFT datasets (None if it has none; ``rows``: their rows,
+    already read by :func:`training_rows`). Cached and resumable:
     a second call with the same data, generator, settings and template samples nothing.
     Raises :class:`NoPairsError` when no pair is left."""
+    rows = rows or training_rows(cfg)
+    if rows is None:
+        return None
+    tokenizer = load_tokenizer(cfg)  # with Axolotl's chat_template setting: the training one
+    return sample_examples(cfg, tokenizer, rows.examples, rows.invalid, output_dir, progress)
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """A config's SFT rows: those pairs are sampled for, the invalid ones, and the collapse
+    guard's held-out slice (never sampled or trained on)."""
+
+    examples: list[PromptExample]
+    invalid: list[InvalidRow]
+    heldout: list[PromptExample]
+
+
+def training_rows(cfg: Any) -> TrainingRows | None:
+    """The config's SFT rows with the guard's slice taken out (None: no SFT dataset)."""
     sources, _ = sft_sources(cfg)
     if not sources:
         return None
     args = sampling_args(cfg)
-    tokenizer = load_tokenizer(cfg)  # with Axolotl's chat_template setting: the training one
     examples, invalid = config_examples(cfg, sources, args.strict, args.answers_field)
-    return sample_examples(cfg, tokenizer, examples, invalid, output_dir, progress)
+    size = guard_size(len(examples), cfg.get("ipo_guard_rows"))
+    heldout, examples = split_heldout(examples, size, args.seed)
+    return TrainingRows(examples, invalid, heldout)
 
 
 @dataclass(frozen=True)
@@ -238,12 +261,11 @@ def sampled_store(cfg: Any, tokenizer: Any) -> PairStore | None:
     """The complete pair store the config's SFT datasets were sampled into (what training
     used), found by its cache key; None when the config has no SFT dataset or its pairs were
     never sampled. Reads the rows to compute the key; samples nothing, creates nothing."""
-    sources, _ = sft_sources(cfg)
-    if not sources:
+    rows = training_rows(cfg)
+    if rows is None:
         return None
     sampling = _config_sampling(cfg, tokenizer)
-    examples, _ = config_examples(cfg, sources, sampling.args.strict, sampling.args.answers_field)
-    parts = _store_parts(cfg, tokenizer, sampling, examples)
+    parts = _store_parts(cfg, tokenizer, sampling, rows.examples)
     return PairStore.find(store_root(cfg, sampling.args), parts)
 
 

@@ -19,6 +19,10 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
   sft_then_ipo  `rl: ipo` after SFT (Intel's order): the `sft` arm's adapter merged into the base
                 is the generator of the rejected answers and IPO's reference; a new adapter on it
   dpo           `rl: dpo` on exactly the pairs of `ipo`
+  defaults      the plugin at its defaults: `rl: ipo` and the datasets, no other IPO key (the
+                collapse guard on, so its held-out slice is not trained on); sampling keys
+                only for the CPU budget. Every other recipe arm sets `ipo_guard_rows: 0`
+  sft_then_defaults  the same from the merged `sft` model
   sft_then_ipo_sft  the same plus `ipo_sft_weight` (SPIN's order with Iterative RPO's NLL term)
   sft_then_sft  the equal-steps control for every sft_then_* arm: more plain SFT on all the
                 training rows from the merged SFT model (a new adapter, as the IPO arms after
@@ -45,6 +49,7 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
                 round shorter than an epoch trains on the same first rows each time
   sft_then_sft_reseeded_K  the same restarts with seed + k - 1 in round k (round 1 is
                 sft_then_sft_rounds_1), so each restart draws its own order of the rows
+-wWEIGHT sets an ipo_sft arm's own `ipo_sft_weight` (`ipo_sft@0.1-w20`).
 An arm name may end in @TAU (its own tau: `ipo@1.0`, `ipo_sft@0.5`, `dpo@0.5` as rl_beta,
 `selfplay_sft_2@1.0`) and -sSTEPS (its own optimizer steps, per round for self-play: `sft-s120`,
 `selfplay_sft_3@1.0-s20`) and -nSAMPLES (its own samples per prompt, for the arms that sample:
@@ -71,7 +76,8 @@ from offline_env import OFFLINE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("base", "sft", "sft_cosine", "ipo", "ipo_sft", "sft_then_ipo", "sft_then_ipo_sft",
-        "sft_then_sft", "sft_then_sft_wrong", "dpo")
+        "sft_then_sft", "sft_then_sft_wrong", "dpo", "defaults", "sft_then_defaults")
+DEFAULTS = ("defaults", "sft_then_defaults")  # the plugin's defaults: no IPO key at all
 # self-play kind -> its rounds' recipe; the sft_then_ kind starts from the merged sft model
 SELFPLAY = {"selfplay": "ipo", "selfplay_sft": "ipo_sft", "sft_then_selfplay_sft": "ipo_sft",
             "sft_then_selfplay_nll": "ipo_sft_nll"}
@@ -82,7 +88,7 @@ SFT_ROUND_KINDS = (SFT_ROUNDS, SFT_RESEEDED)
 # plain Axolotl SFT, no plugin
 SFT_KINDS = ("sft", "sft_cosine", "sft_then_sft", "sft_then_sft_wrong", *SFT_ROUND_KINDS)
 ROUNDED = (*SELFPLAY, *SFT_ROUND_KINDS)  # the kinds whose arms are rounds of one run (KIND_K)
-NO_TAU = ("base", *SFT_KINDS)  # the arms without a tau
+NO_TAU = ("base", *SFT_KINDS, *DEFAULTS)  # the arms without a tau
 ROUND_KEYS = ("pairs", "samples_judged_right", "prompts_already_solved", "loss_first", "loss_last")
 ARM_NAME = re.compile(r"(?P<kind>[a-z_]+?)(?:_(?P<round>\d+))?(?:@(?P<tau>[^@]+?))?"
                       r"(?:-s(?P<steps>\d+))?(?:-n(?P<samples>\d+))?(?:-w(?P<weight>\d+(?:\.\d+)?))?")
@@ -224,13 +230,27 @@ def chat_dataset(path: Path) -> list[dict]:
 
 def ipo_keys(study: Study) -> dict:
     check = None if study.check == "rouge" else study.check
+    # one pair store for the study: arms that sample the same generator with the same settings
+    # share their pairs (its cache key holds the generator, settings and rows)
     sampling = {"max_new_tokens": study.sample_tokens, "temperature": 0.7, "seed": study.seed,
-                "batch_size": 64}
+                "batch_size": 64, "output_dir": str(study.work / "pair_store")}
     if check:
         sampling["answer_check"] = check
     if study.num_samples != 1:  # a wrong sample for more prompts (Iterative RPO draws many)
         sampling["num_samples"] = study.num_samples
+    # the recipes are compared with SFT on all the training rows: the collapse guard's
+    # held-out slice is off for them (on in the `defaults` arms)
     return {"plugins": ["axolotl_ipo.IPOPlugin"], "rl": "ipo", "ipo_tau": study.tau,
+            "ipo_guard_rows": 0, "datasets": [{"path": str(study.train), "type": "alpaca"}],
+            "rejection_sampling": sampling}
+
+
+def defaults_keys(study: Study) -> dict:
+    """The plugin at its defaults: `rl: ipo` and the datasets; the sampling keys only make
+    sampling fit the study's CPU budget (answer length, batch, seed, the shared store)."""
+    sampling = {k: v for k, v in ipo_keys(study)["rejection_sampling"].items()
+                if k in ("max_new_tokens", "batch_size", "seed", "output_dir")}
+    return {"plugins": ["axolotl_ipo.IPOPlugin"], "rl": "ipo",
             "datasets": [{"path": str(study.train), "type": "alpaca"}],
             "rejection_sampling": sampling}
 
@@ -268,6 +288,10 @@ def arm_config(name: str, study: Study) -> dict:
             cfg["lr_scheduler"] = "cosine"
     elif kind in ("ipo", "ipo_sft"):
         cfg.update(recipe_keys(kind, study))
+    elif kind in DEFAULTS:
+        cfg.update(defaults_keys(study))
+        if kind == "sft_then_defaults":
+            cfg["base_model"] = str(merged_sft(study))
     elif kind in ("sft_then_ipo", "sft_then_ipo_sft"):
         cfg.update(recipe_keys(kind.removeprefix("sft_then_"), study))
         cfg["base_model"] = str(merged_sft(study))
@@ -327,6 +351,15 @@ def wrong_rows_file(arm: Arm, study: Study) -> Path:
 
 
 def pairs_file(run: Path) -> Path:
+    """The pairs a run trained on: the last `pairs: PATH` its training log printed (the
+    study's shared store), else the run's own store (runs before the shared one)."""
+    log = run / "train.log"
+    if log.is_file():
+        named = [line.removeprefix("pairs: ").strip()
+                 for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+                 if line.startswith("pairs: ")]
+        if named:
+            return Path(named[-1])
     found = sorted((run / "prepared").glob("ipo_pairs/**/pairs.jsonl"))
     if not found:
         raise SystemExit(f"no pairs.jsonl under {run / 'prepared'}: train the ipo arm first")
@@ -573,6 +606,70 @@ def evaluate(name: str, study: Study, tokenizer) -> dict:
     return result
 
 
+def generator_of(name: str, study: Study) -> tuple[str, str]:
+    """(label, path) of the model an arm's IPO pairs would be sampled from: the merged SFT
+    model for the arms that start from it, else the base model."""
+    if (parse_arm(name) or Arm(name, name)).kind.startswith("sft_then_"):
+        return "sft", str(merged_sft(study))
+    return "base", study.base_model
+
+
+def heldout_samples(label: str, path: str, study: Study, tokenizer) -> list[str]:
+    """One sampled answer per held-out prompt from the generator at ``path`` (temperature 0.7,
+    the study's seed and sample length, as the training pairs are sampled); cached."""
+    cache = study.work / f"heldout_samples-{label}-{study.limit or 'all'}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text(encoding="utf-8"))
+    from axolotl_ipo.evaluation.models import load_base
+    from axolotl_ipo.sampling import SamplingSettings
+    from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
+
+    prompts, _ = heldout_prompts(study, tokenizer)
+    print(f"sampling the {label} model's answers to {len(prompts)} held-out prompts", flush=True)
+    generator = TransformersGenerator.from_model(load_base(path), tokenizer, label)
+    settings = SamplingSettings(max_new_tokens=study.sample_tokens, temperature=0.7,
+                                seed=study.seed, batch_size=32, batch_tokens=None,
+                                stop_tokens=(tokenizer.eos_token,))
+    samples = []
+    for index in range(0, len(prompts), 32):
+        batch = [p.text for p in prompts[index:index + 32]]
+        samples += [c.text for c in generator.generate(batch, settings, index // 32)]
+    generator.close()
+    cache.write_text(json.dumps(samples), encoding="utf-8")
+    return samples
+
+
+def preference(name: str, study: Study, tokenizer) -> dict:
+    """Held-out preference accuracy: how often the arm's model gives the gold answer a higher
+    log-probability per token than a sample of its generator (the model its pairs come from)
+    judged wrong by the study's check (ROUGE: any sample unlike the gold); cached."""
+    label, path = generator_of(name, study)
+    cache = study.work / name / f"pref-{label}-{study.limit or 'all'}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text(encoding="utf-8"))
+    from axolotl_ipo.checks import gold_answers
+    from axolotl_ipo.evaluation.metrics import logprob_preference_accuracy
+    from axolotl_ipo.evaluation.scoring import score_answers
+
+    samples = heldout_samples(label, path, study, tokenizer)
+    prompts, golds = heldout_prompts(study, tokenizer)
+    check = load_check(study.check)
+    wrong = [i for i, (p, gold, sample) in enumerate(zip(prompts, golds, samples, strict=True))
+             if float(check(p.example.prompt_messages, gold_answers(gold, p.example.answers),
+                            sample)) < 1.0 and sample.strip() != gold.strip()]
+    model = arm_model(name, study)
+    texts = [prompts[i].text for i in wrong]
+    chosen = score_answers(model, tokenizer, texts, [golds[i] for i in wrong], batch_size=16,
+                           max_length=study.sequence_len)
+    rejected = score_answers(model, tokenizer, texts, [samples[i] for i in wrong],
+                             batch_size=16, max_length=study.sequence_len)
+    result = {"pref_accuracy": logprob_preference_accuracy(chosen, rejected),
+              "pref_pairs": len(wrong), "pref_generator": label}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(result), encoding="utf-8")
+    return result
+
+
 # ---- report -----------------------------------------------------------------------------------
 
 def summarise(results: dict[str, dict], versus: tuple[str, ...] = ()) -> dict[str, dict]:
@@ -585,6 +682,8 @@ def summarise(results: dict[str, dict], versus: tuple[str, ...] = ()) -> dict[st
         scores = res["scores"]
         arm = {"accuracy": sum(scores) / len(scores), "gold_nll": res["gold_nll"],
                "answer_words": res["words"], "n": len(scores),
+               **{k: res[k] for k in ("pref_accuracy", "pref_pairs", "pref_generator")
+                  if k in res},
                "scores": scores}  # per held-out row, for pooling replicates
         for other in dict.fromkeys(("sft", "base", *versus)):
             if other in results and other != name:
@@ -605,13 +704,14 @@ def _ci(arm: dict, other: str) -> str:
 def table(arms: dict[str, dict], versus: tuple[str, ...] = ()) -> str:
     others = [o for o in dict.fromkeys(("sft", "base", *versus)) if o in arms]
     lines = ["| arm | accuracy | " + "".join(f"vs {o} [95% CI] | " for o in others)
-             + "gold NLL/token | words | its rejected answers' score |",
-             "|---|---|" + "---|" * len(others) + "---|---|---|"]
+             + "gold NLL/token | words | preference accuracy | its rejected answers' score |",
+             "|---|---|" + "---|" * len(others) + "---|---|---|---|"]
     for name, arm in arms.items():
         rejected = f"{arm['rejected_score']:.3f}" if "rejected_score" in arm else "-"
         cis = "".join(f"{_ci(arm, o)} | " for o in others)
+        pref = f"{arm['pref_accuracy']:.3f}" if "pref_accuracy" in arm else "-"
         lines.append(f"| {name} | {arm['accuracy']:.3f} | {cis}"
-                     f"{arm['gold_nll']:.3f} | {arm['answer_words']:.1f} | {rejected} |")
+                     f"{arm['gold_nll']:.3f} | {arm['answer_words']:.1f} | {pref} | {rejected} |")
     return "\n".join(lines)
 
 
@@ -669,6 +769,9 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
     p.add_argument("--num-samples", type=int, default=1,
                    help="samples per training prompt until one is judged wrong")
     p.add_argument("--limit", type=int, help="evaluate the first N held-out rows")
+    p.add_argument("--preference", action="store_true",
+                   help="also the held-out preference accuracy: gold over a wrong sample of "
+                        "the arm's generator, by the arm's log-probabilities per token")
     p.add_argument("--base-model", default=".cache/models/SmolLM2-135M-Instruct")
     p.add_argument("--work", type=Path, default=Path("outputs/skill_study"))
     p.add_argument("--versus", default="",
@@ -710,6 +813,8 @@ def main(argv: list[str] | None = None) -> int:
         elif name != "base":
             seconds[name] = train(name, study)
         results[name] = evaluate(name, study, tokenizer)
+        if args.preference:
+            results[name] = {**results[name], **preference(name, study, tokenizer)}
         print(f"{name}: accuracy {sum(results[name]['scores']) / len(results[name]['scores']):.3f}",
               flush=True)
     summary = summarise(results, args.versus)

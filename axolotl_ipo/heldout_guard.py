@@ -1,0 +1,144 @@
+"""The collapse guard: a seeded slice of the user's SFT rows, kept out of the pairs, whose gold
+answers' NLL per token is watched while IPO trains.
+
+IPO's collapse has a signature (docs/skill_study.md): the gold answers become less likely while
+the margin grows. Plain SFT lowers this NLL; a recipe that raises it well above its lowest value
+is unlearning what SFT taught. The slice is chosen before sampling, so its rows are never
+trained on, and it is the same on every rank and in every run with the same rows and seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from axolotl_ipo.args import GUARD_MAX_RISE, GUARD_MAX_ROWS, GUARD_SHARE
+
+T = TypeVar("T")
+
+
+def guard_size(n_rows: int, setting: int | None) -> int:
+    """How many of ``n_rows`` SFT rows the guard holds out: ``setting`` when given (0 = off,
+    never all of them), else min(5%, 64) and none below 20 rows."""
+    if setting is not None:
+        return min(setting, max(n_rows - 1, 0))
+    return min(int(n_rows * GUARD_SHARE), GUARD_MAX_ROWS)
+
+
+def split_heldout(rows: Sequence[T], size: int, seed: int) -> tuple[list[T], list[T]]:
+    """(held-out rows, training rows): ``size`` rows drawn with ``seed``, both in input order."""
+    if size <= 0:
+        return [], list(rows)
+    chosen = set(random.Random(f"axolotl-ipo-guard-{seed}").sample(range(len(rows)), size))
+    held = [row for i, row in enumerate(rows) if i in chosen]
+    kept = [row for i, row in enumerate(rows) if i not in chosen]
+    return held, kept
+
+
+@dataclass
+class GuardVerdict:
+    """One logging step's check: the NLL, the lowest before it, and whether it is over."""
+
+    step: int
+    nll: float
+    lowest: float
+    lowest_step: int
+    max_rise: float
+
+    @property
+    def rise(self) -> float:
+        return self.nll / self.lowest - 1.0 if self.lowest > 0 else 0.0
+
+    @property
+    def over(self) -> bool:
+        return math.isfinite(self.nll) and self.rise > self.max_rise
+
+    def message(self, rows: int) -> str:
+        return (
+            f"IPO collapse guard: held-out gold NLL/token rose to {self.nll:.4g} at step "
+            f"{self.step}, +{100 * self.rise:.0f}% over its lowest {self.lowest:.4g} (step "
+            f"{self.lowest_step}; limit +{100 * self.max_rise:.0f}%, {rows} held-out SFT rows): "
+            "the gold answers are becoming less likely. Fix: raise `ipo_sft_weight` or leave "
+            "`ipo_tau`/`ipo_sft_weight` at their defaults; `ipo_guard_stop: true` stops here "
+            "and keeps the last good weights."
+        )
+
+
+@dataclass
+class GuardState:
+    """The held-out gold NLL curve and its lowest point so far."""
+
+    max_rise: float = GUARD_MAX_RISE
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+    def record(self, step: int, nll: float) -> GuardVerdict:
+        finite = [(value, s) for s, value in self.curve if math.isfinite(value)]
+        lowest, lowest_step = min(finite) if finite else (nll, step)
+        self.curve.append((step, nll))
+        return GuardVerdict(step, nll, lowest, lowest_step, self.max_rise)
+
+    def summary(self) -> dict[str, Any]:
+        if not self.curve:
+            return {}
+        start, end = self.curve[0][1], self.curve[-1][1]
+        return {
+            "heldout_gold_nll_start": start,
+            "heldout_gold_nll_end": end,
+            "heldout_gold_nll_lowest": min(value for _, value in self.curve),
+            "heldout_gold_nll_change": end / start - 1.0 if start > 0 else None,
+        }
+
+
+@dataclass(frozen=True)
+class GuardRows:
+    """The held-out slice as TRL scores it: chat-template prompts and gold answers."""
+
+    prompts: list[str]
+    golds: list[str]
+    too_long: int = 0  # rows whose prompt leaves no room for an answer in sequence_len
+
+    @classmethod
+    def render(cls, examples: Sequence[Any], tokenizer: Any, sequence_len: int | None) -> GuardRows:
+        from axolotl_ipo.pairs import render_prompts
+
+        rendered, bad = render_prompts(examples, tokenizer, sequence_len)
+        return cls([p.text for p in rendered], [p.example.gold for p in rendered], len(bad))
+
+    def gold_nll(self, model: Any, tokenizer: Any, max_length: int | None) -> float:
+        """Mean NLL per gold-answer token (EOS included, as TRL appends it) under ``model``,
+        scored in eval mode without gradients; the model's mode is put back."""
+        from axolotl_ipo.evaluation.metrics import gold_nll
+        from axolotl_ipo.evaluation.scoring import score_answers
+
+        training = model.training
+        model.eval()
+        try:
+            scores = score_answers(model, tokenizer, self.prompts, self.golds,
+                                   max_length=max_length)
+        finally:
+            model.train(training)
+        return gold_nll(scores)
+
+
+def guard_callback(cfg: Any, examples: Sequence[Any], tokenizer: Any) -> Any:
+    """The trainer callback that watches ``examples`` (the slice `training_rows` held out), or
+    None when the guard is off or has no row to score."""
+    from axolotl_ipo.callbacks import LOG, HeldoutGuardCallback
+
+    if not examples:
+        if cfg.get("ipo_guard_rows") != 0:
+            LOG.info("IPO collapse guard: off (no SFT rows held out; it needs an SFT dataset of "
+                     "at least %d rows or `ipo_guard_rows`)", int(1 / GUARD_SHARE))
+        return None
+    rows = GuardRows.render(examples, tokenizer, cfg.get("sequence_len"))
+    if rows.too_long:
+        LOG.warning("IPO collapse guard: %d of its %d held-out rows have prompts too long for "
+                    "sequence_len and are not scored", rows.too_long, len(examples))
+    if not rows.prompts:
+        return None
+    max_rise = cfg.get("ipo_guard_max_rise") or GUARD_MAX_RISE
+    return HeldoutGuardCallback(rows, float(max_rise), bool(cfg.get("ipo_guard_stop")),
+                                cfg.get("sequence_len"))
