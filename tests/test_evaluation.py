@@ -346,3 +346,28 @@ def test_plot_without_matplotlib_says_so_and_writes_nothing(tmp_path, monkeypatc
     assert plot({"models": {}}, tmp_path / "eval.png") is None
     assert "matplotlib is not installed" in capsys.readouterr().out
     assert not (tmp_path / "eval.png").exists()
+
+
+def test_loading_an_adapter_leaves_the_base_model_as_it_was(tiny_model_dir, tmp_path):
+    """The base model stays the reference after the trained one is loaded: scores taken from it
+    later (in any order) are the base model's, not the merged policy's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from axolotl_ipo.evaluation.models import load_base, load_trained
+
+    adapter = get_peft_model(load_base(str(tiny_model_dir)),
+                             LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, weight in adapter.named_parameters():
+            if "lora_B" in name:
+                weight.fill_(0.5)  # a LoRA update that changes the model
+    adapter.save_pretrained(tmp_path / "adapter")
+    base = load_base(str(tiny_model_dir))
+    before = {name: weight.clone() for name, weight in base.state_dict().items()}
+    trained = load_trained(base, tmp_path / "adapter")
+    after = base.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    changed = trained.state_dict()
+    assert any(not torch.equal(before[name], changed[name]) for name in before if name in changed)

@@ -453,3 +453,24 @@ def test_sampling_uses_the_inverse_cdf_draw_not_multinomial(gen, monkeypatch):
     settings = SamplingSettings(max_new_tokens=5, temperature=1.0, top_p=0.9)
     ps = prompts(gen)
     assert gen.generate(ps, settings, seed=4) == gen.generate(ps, settings, seed=4)
+
+
+def test_wrapping_a_loaded_model_leaves_its_tokenizer_and_generation_config_alone(model_dir):
+    """`from_model` wraps the caller's objects: sampling with it changes neither."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from axolotl_ipo.sampling import SamplingSettings
+    from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "right"
+    tokenizer.pad_token = None
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = GenerationConfig(top_k=7, eos_token_id=tokenizer.eos_token_id)
+    model.generation_config = config
+    generator = TransformersGenerator.from_model(model, tokenizer, "eval")
+    out = generator.generate(["Add 2 and 3.", "Who wrote Hamlet?"],
+                             SamplingSettings(max_new_tokens=4, temperature=1.0), seed=1)
+    assert len(out) == 2
+    assert tokenizer.padding_side == "right" and tokenizer.pad_token is None
+    assert model.generation_config is config and config.top_k == 7

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,13 @@ def trained_kind(path: str | Path) -> str:
 def load_trained(
     base: Any, path: str | Path, trust_remote_code: bool = False, dtype: str = "auto"
 ) -> Any:
-    """The trained policy. An adapter is merged into ``base`` in place (scores of ``base`` must
-    be taken before this call; merged weights give the same outputs without LoRA's extra small
-    matmuls, which dominate CPU generation); a full checkpoint is loaded as its own model."""
+    """The trained policy. An adapter is merged into a copy of ``base`` (``base`` stays the
+    reference model, whatever is scored first; merged weights give the same outputs without
+    LoRA's extra small matmuls, which dominate CPU generation); a full checkpoint is loaded as
+    its own model."""
     if trained_kind(path) == "adapter":
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(base, os.fspath(path)).merge_and_unload().eval()
+        copy = deepcopy(base)
+        return PeftModel.from_pretrained(copy, os.fspath(path)).merge_and_unload().eval()
     return load_base(os.fspath(path), trust_remote_code, dtype)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..upstream.transformers import select_cache_rows, whole_model_loading
@@ -110,23 +112,23 @@ class TransformersGenerator:
         return self
 
     def _attach(self, model: Any, tokenizer: Any, share_prefix: bool) -> None:
+        """Use ``model`` and ``tokenizer`` without changing them (``from_model`` wraps the
+        caller's): rows are left-padded here, with the pad id kept on the generator."""
         import torch
         from transformers import GenerationConfig
 
         self.tokenizer = tokenizer
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        pad = tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else _as_list(tokenizer.eos_token_id)[0]
         self.model = model.eval()
         self._eos_ids = _as_list(self.tokenizer.eos_token_id) + [
             i
             for i in _as_list(getattr(self.model.generation_config, "eos_token_id", None))
             if i != self.tokenizer.eos_token_id
         ]
-        # Checkpoint sampling defaults would be merged into ours by generate(); drop them.
-        self.model.generation_config = GenerationConfig(
-            eos_token_id=self._eos_ids, pad_token_id=self.tokenizer.pad_token_id
-        )
+        # Checkpoint sampling defaults would be merged into ours by generate(): while sampling,
+        # the model's generation config is this one (see _own_config).
+        self._base_config = GenerationConfig(eos_token_id=self._eos_ids, pad_token_id=self._pad_id)
         self._torch = torch
         self.share_prefix = share_prefix
         self._prefix: tuple[tuple[int, ...], Any] | None = None
@@ -149,7 +151,7 @@ class TransformersGenerator:
             "max_new_tokens": tokens,
             "return_dict_in_generate": True,
             "eos_token_id": stop,
-            "pad_token_id": self.tokenizer.pad_token_id,
+            "pad_token_id": self._pad_id,
             "use_cache": True,
         }
         if settings.greedy or self.inverse_cdf:
@@ -182,7 +184,7 @@ class TransformersGenerator:
         shared = shared_prefix_length(rows) if self.share_prefix and len(rows) > 1 else 0
         if shared < MIN_SHARED_PREFIX:
             shared = 0
-        tails, mask = pad_rows([r[shared:] for r in rows], self.tokenizer.pad_token_id, left=True)
+        tails, mask = pad_rows([r[shared:] for r in rows], self._pad_id, left=True)
         prefix = torch.tensor([rows[0][:shared]] * len(rows), dtype=torch.long)
         ids = torch.cat([prefix, tails], -1).to(self.device)
         mask = torch.cat([torch.ones_like(prefix), mask], -1).to(self.device)
@@ -207,10 +209,21 @@ class TransformersGenerator:
         stop = self.stop_ids(settings)
         ids, mask, cache = self._encode(list(prompts))
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
-        with torch.inference_mode(), torch.random.fork_rng(devices=devices):
+        with torch.inference_mode(), torch.random.fork_rng(devices=devices), self._own_config():
             torch.manual_seed(seed)
             new_tokens = self._decode(ids, mask, cache, settings, stop)
         return [self._completion(row, set(stop)) for row in new_tokens]
+
+    @contextmanager
+    def _own_config(self) -> Iterator[None]:
+        """The model's generation config is the generator's own while it samples (no checkpoint
+        defaults merged into the settings), and the caller's again afterwards."""
+        saved = self.model.generation_config
+        self.model.generation_config = self._base_config
+        try:
+            yield
+        finally:
+            self.model.generation_config = saved
 
     def _decode(self, ids, mask, cache, settings: SamplingSettings, stop: list[int]):
         """The new token ids of every row. ``generate`` runs in segments of
