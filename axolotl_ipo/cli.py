@@ -44,12 +44,17 @@ def _validation_summary(err) -> str:
     return "; ".join(parts)
 
 
-def load_config(path: str):
-    """Load and validate CONFIG through Axolotl's own loader, with this plugin registered."""
+def load_config(path: str, not_checked: list[str] | None = None):
+    """Load and validate CONFIG through Axolotl's own loader, with this plugin registered.
+
+    With ``not_checked`` (a list: `axolotl-ipo check`) the config is validated only: what
+    needs a GPU, DeepSpeed or the hub is left out and said in that list."""
     config_path = Path(path)
     if not config_path.is_file():
         raise UserError(f"no config file at {config_path}; check the path.")
     raw = _read_yaml(config_path)
+    if not_checked is not None:
+        return _validate_only(config_path, raw, not_checked)
 
     from pydantic import ValidationError
 
@@ -67,13 +72,67 @@ def load_config(path: str):
         raise UserError(f"{config_path}: {_validation_summary(err)}") from None
 
 
+def _validate_only(config_path: Path, raw: dict, not_checked: list[str]):
+    """`check`'s validation: Axolotl's loader with training-only steps left out, then what can
+    be checked cheaply about the files the config names."""
+    from axolotl_ipo import distributed, preflight
+    from axolotl_ipo.upstream import axolotl as upstream_axolotl
+
+    if raw.get("deepspeed"):
+        ds_file, stage = preflight.deepspeed_file("deepspeed", raw["deepspeed"])
+        not_checked.append(
+            f"deepspeed {ds_file} (ZeRO stage {stage}): read, but DeepSpeed itself was not "
+            f"started ({_installed('deepspeed')}); it runs only when training on CUDA GPUs"
+        )
+    with distributed.validating_only(), upstream_axolotl.validating_config(not_checked):
+        cfg = load_config(str(config_path))
+    for list_key in ("datasets", "test_datasets"):
+        for index, entry in enumerate(raw.get(list_key) or []):
+            path = entry.get("path") if isinstance(entry, dict) else None
+            name = f"{list_key}[{index}] {path}"
+            problem = preflight.dataset_file_problem(name, path)
+            if problem:
+                raise UserError(f"{config_path}: {problem}")
+            if preflight.hub_dataset(path):
+                not_checked.append(f"{name}: a hub dataset, not downloaded by check")
+    _check_answer_check(config_path, raw)
+    return cfg
+
+
+def _installed(package: str) -> str:
+    from importlib.util import find_spec
+
+    return "installed here" if find_spec(package) else "not installed here"
+
+
+def _check_answer_check(config_path: Path, raw: dict) -> None:
+    from axolotl_ipo import preflight
+    from axolotl_ipo.checks import BUILTIN_CHECKS, KEY, load_check
+
+    sampling = raw.get("rejection_sampling")
+    name = sampling.get("answer_check") if isinstance(sampling, dict) else None
+    if not isinstance(name, str) or name in BUILTIN_CHECKS:
+        return
+    problem = preflight.check_function_problem(KEY, name, load_check(name))
+    if problem:
+        raise UserError(f"{config_path}: {problem}")
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    # Axolotl uploads telemetry unless told not to; with no network that upload has kept a
+    # finished `check` alive for 38 minutes. Validation sends nothing.
+    os.environ["AXOLOTL_DO_NOT_TRACK"] = "1"
     from axolotl_ipo.config import resolved_settings
 
-    cfg = load_config(args.config)
-    print(f"{args.config}: valid")
+    not_checked: list[str] = []
+    cfg = load_config(args.config, not_checked=not_checked)
+    print(f"{args.config}: valid" + (" (what could be checked here)" if not_checked else ""))
     for key, value in resolved_settings(cfg).items():
         print(f"  {key}: {value}")
+    if not_checked:
+        print("not checked here:")
+        for line in not_checked:
+            print(f"  - {line}")
     return 0
 
 

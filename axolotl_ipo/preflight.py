@@ -100,3 +100,85 @@ def dataset_problem(name: str, path: Any) -> str | None:
             problem, unit = bad
             return f"{name}: {problem}; fix or remove that {unit}."
     return None
+
+
+def _blank(file: Path, chunk: int = 1 << 16) -> bool:
+    """The file holds nothing but whitespace (read until the first other byte)."""
+    with file.open("rb") as handle:
+        while block := handle.read(chunk):
+            if block.strip():
+                return False
+    return True
+
+
+def dataset_file_problem(name: str, path: Any) -> str | None:
+    """What `axolotl-ipo check` can tell cheaply about a dataset's local file: it is missing or
+    empty (a hub id or a folder is not judged here)."""
+    if not isinstance(path, str):
+        return None
+    file = Path(path).expanduser()
+    if not file.exists():
+        if looks_local(path) or file.suffix:
+            return (
+                f"{name}: no such file or directory; fix `path` (a relative path is read "
+                f"from the directory you run in: {Path.cwd()})."
+            )
+        return None
+    if file.is_file() and _blank(file):
+        return f"{name}: the file is empty; add rows or remove this dataset entry."
+    return None
+
+
+def hub_dataset(path: Any) -> bool:
+    """A `path:` that names a hub dataset (no local file or folder of that name)."""
+    return isinstance(path, str) and not Path(path).expanduser().exists() and not (
+        looks_local(path) or Path(path).suffix or "://" in path
+    )
+
+
+def check_function_problem(key: str, name: str, check: Any) -> str | None:
+    """A user's answer check that cannot be called as fn(prompt_messages, gold, sample):
+    every row would raise at sampling time and be skipped."""
+    import inspect
+
+    try:
+        signature = inspect.signature(check)
+    except (TypeError, ValueError):
+        return None  # a builtin without a signature: cannot tell cheaply
+    try:
+        signature.bind([], [""], "")
+    except TypeError as err:
+        return (
+            f"{key}: {name} cannot be called as {name.partition(':')[2]}(prompt_messages, gold, "
+            f"sample) -> bool (its signature is {signature}: {err}); point it at a function "
+            "with those three arguments."
+        )
+    return None
+
+
+def deepspeed_file(key: str, value: Any) -> tuple[str, int | None]:
+    """(the DeepSpeed config file, its ZeRO stage) of a `deepspeed:` value; a missing or
+    unreadable file is a UserError naming the key."""
+    if isinstance(value, Mapping):
+        stage = (value.get("zero_optimization") or {}).get("stage")
+        return "(inline)", stage
+    file = Path(str(value)).expanduser()
+    if not file.is_file():
+        raise UserError(
+            f"{key}: {value} is not a file; give the path of a DeepSpeed JSON config (a "
+            f"relative path is read from the directory you run in: {Path.cwd()})."
+        )
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f" at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise UserError(f"{key}: {value} is not valid JSON{where}; fix the file.") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{key}: {value} is not a JSON object of DeepSpeed settings.")
+    zero = config.get("zero_optimization")
+    stage = zero.get("stage") if isinstance(zero, dict) else None
+    if stage is not None and stage not in (0, 1, 2, 3):
+        raise UserError(
+            f"{key}: {value}: zero_optimization.stage is {stage!r}; use 0, 1, 2 or 3."
+        )
+    return str(value), stage

@@ -25,9 +25,15 @@ def validate(raw: dict, n_gpu: int | None = None) -> tuple[dict, type]:
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
 
+    from axolotl_ipo.distributed import validating_only
+
     cfg = DictDefault(copy.deepcopy(raw))
     assert "axolotl_ipo.IPOPlugin" in cfg.plugins
-    prepare_plugins(cfg)
+    if n_gpu:  # as on GPUs: nothing refused for this CPU machine (a `deepspeed:` key)
+        with validating_only():
+            prepare_plugins(cfg)
+    else:
+        prepare_plugins(cfg)
     schema = merge_input_args()[1]
     options = gpu_capabilities(n_gpu) if n_gpu else {}
     return validate_config(cfg, **options), schema

@@ -114,3 +114,73 @@ def test_rank_0_waits_for_every_ranks_counts(tmp_path, tokenizer, monkeypatch):
     rank(0)
     other.join(timeout=30)
     assert results[0].summary.batches_sampled == 4 == results[0].summary.batches
+
+
+def wait_in_thread(wait):
+    """Run a barrier wait in a thread: (thread, what it raised, if anything)."""
+    raised = []
+
+    def target():
+        try:
+            wait()
+        except Exception as err:  # noqa: BLE001 - the test inspects it
+            raised.append(err)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    return thread, raised
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_store_no_other_rank_writes_to_times_out_naming_it(tmp_path, rank):
+    """Node-local disks in a multi-node run: the ranks never see each other's files. The wait
+    ends in one line naming the store and saying it must be shared (it used to wait forever)."""
+    from axolotl_ipo.errors import UserError
+
+    store = PairStore.open(tmp_path / "store", {"k": 1})
+    store.ensure_plan({"batches": 2})
+    store.commit_batch(rank, [])  # this rank's own share is done
+    store.record_rank_counts(rank, {})
+    wait = distributed.store_barrier(store, rank, 2, poll_s=0.01, timeout_s=0.3)
+    thread, raised = wait_in_thread(wait)
+    assert not thread.is_alive(), "the barrier has no timeout"
+    (err,) = raised
+    message = str(err)
+    assert isinstance(err, UserError) and "\n" not in message
+    assert str(store.dir) in message and "shared by all nodes" in message
+    assert "copy the complete store to that path on every node" in message
+    assert distributed.BARRIER_TIMEOUT_ENV in message
+
+
+def test_progress_restarts_the_timeout(tmp_path):
+    """A slow rank that keeps committing batches is waited for however long it takes."""
+    store = PairStore.open(tmp_path / "store", {"k": 1})
+    store.ensure_plan({"batches": 5})
+    store.record_rank_counts(0, {})
+
+    def other_rank():
+        for index in range(5):
+            time.sleep(0.15)  # each batch slower than half the timeout, all of them 3x it
+            store.commit_batch(index, [])
+        store.record_rank_counts(1, {})
+
+    threading.Thread(target=other_rank, daemon=True).start()
+    wait = distributed.store_barrier(store, 0, 2, poll_s=0.01, timeout_s=0.25)
+    thread, raised = wait_in_thread(wait)
+    assert not thread.is_alive() and raised == []
+    assert store.missing_batches() == [] and store.missing_rank_counts(2) == []
+
+
+def test_the_timeout_comes_from_the_environment(monkeypatch):
+    from axolotl_ipo.errors import UserError
+
+    monkeypatch.delenv(distributed.BARRIER_TIMEOUT_ENV, raising=False)
+    assert distributed.barrier_timeout_s() == distributed.DEFAULT_BARRIER_TIMEOUT_S == 3600
+    monkeypatch.setenv(distributed.BARRIER_TIMEOUT_ENV, "90")
+    assert distributed.barrier_timeout_s() == 90
+    monkeypatch.setenv(distributed.BARRIER_TIMEOUT_ENV, "0")  # no limit
+    assert distributed.barrier_timeout_s() == 0
+    monkeypatch.setenv(distributed.BARRIER_TIMEOUT_ENV, "soon")
+    with pytest.raises(UserError, match=r"AXOLOTL_IPO_BARRIER_TIMEOUT='soon' is not a number"):
+        distributed.barrier_timeout_s()

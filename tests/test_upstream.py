@@ -10,12 +10,14 @@ import pytest
 
 from axolotl_ipo import upstream
 from axolotl_ipo.sampling import vllm_backend
+from axolotl_ipo.upstream import accelerate as upstream_accelerate
 from axolotl_ipo.upstream import axolotl as upstream_axolotl
 from axolotl_ipo.upstream import transformers as upstream_transformers
 from axolotl_ipo.upstream import trl as upstream_trl
 
 PACKAGE = Path(upstream.__file__).parents[1]
 ADAPTERS = {
+    "accelerate": upstream_accelerate,
     "axolotl": upstream_axolotl,
     "transformers": upstream_transformers,
     "trl": upstream_trl,

@@ -3,12 +3,15 @@
 One module per upstream, so that a new release of one of them breaks one file:
 
 - `upstream/axolotl.py`: everything of Axolotl's except its plugin base class (config loading
-  and schema, tokenizer and dataset loaders, `DictDefault`, the RL loader's length filter, the
-  CUDA peer-to-peer probe, the CLI modules self-play launches), and which releases we support
+  and schema, validation without training's DeepSpeed setup or an unreachable hub, tokenizer
+  and dataset loaders, `DictDefault`, the RL loader's length filter, the CUDA peer-to-peer
+  probe, the CLI modules self-play launches), and which releases we support
   (`upstream/releases.txt`, the one list the scripts, tests, Dockerfile and pyproject agree on);
 - `upstream/transformers.py`: transformers' DeepSpeed registration, KV-cache reordering and the
   Trainer's callback list;
 - `upstream/trl.py`: TRL's loss names and how its DPOTrainer tokenises a text pair;
+- `upstream/accelerate.py`: what accelerate's launcher leaves in a process's environment (a
+  launch that started one process where more were asked for);
 - `sampling/vllm_backend.py` is the vLLM adapter (every vLLM touch is already there).
 
 The rule the rest of the package follows (`tests/test_upstream.py` enforces it): a module

@@ -3,11 +3,12 @@ function, class and module the package uses apart from the plugin base class."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import re
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from functools import lru_cache
 from importlib.metadata import version
 from importlib.resources import files
@@ -45,6 +46,11 @@ REQUIRED = (
     "axolotl.cli.args:TrainerCliArgs",  # sft_trainer (benchmarks/training_order.py)
     "axolotl.common.datasets:load_datasets",
     "axolotl.train:setup_model_and_trainer",
+    "axolotl.utils.trainer:setup_deepspeed_env",  # validating_config skips it
+    "axolotl.utils.trainer:prepare_optim_env",  # its caller, which looks it up in that module
+    "axolotl.utils.config:load_model_config",  # validating_config: a stand-in when offline
+    "axolotl.utils.config:normalize_config",  # its caller, which looks it up in that module
+    "transformers:PretrainedConfig",  # validating_config's stand-in model config
 )
 
 TRAIN_MODULE = "axolotl.cli.train"  # `python -m` these: self-play's training and LoRA merge
@@ -301,3 +307,63 @@ def disable_lora_kernels_without_cuda(cfg: MutableMapping) -> None:
         if cfg.get(key):
             LOG.warning("%s: true needs a CUDA GPU; turned off (no CUDA device here)", key)
         cfg[key] = False
+
+
+def _offline_miss(err: BaseException) -> bool:
+    """The hub could not be asked (offline mode, no connection) and the file is not cached."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)):
+            return True
+        if "couldn't connect to" in str(seen):  # transformers' text for the same miss
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextlib.contextmanager
+def validating_config(not_checked: list[str]) -> Iterator[None]:
+    """Load a config as `axolotl train` does, minus what only training can do; what was left
+    out is appended to ``not_checked`` as a sentence.
+
+    - DeepSpeed: Axolotl's `prepare_optim_env` calls `setup_deepspeed_env`, which imports
+      DeepSpeed and initialises torch.distributed ("MASTER_ADDR expected, but not set" in one
+      process; "No module named 'deepspeed'" without it): skipped, its config is read by
+      `axolotl-ipo check` itself.
+    - A hub model whose config is neither cached nor reachable (offline, no network):
+      `normalize_config` reads the model's config (`load_model_config`); a bare config stands in
+      for it, so the checks that need the model type do not run.
+    """
+    import axolotl.utils.config as config_module
+    import axolotl.utils.trainer as trainer_module
+    from transformers import PretrainedConfig
+
+    real_setup, real_load = trainer_module.setup_deepspeed_env, config_module.load_model_config
+
+    def skip_deepspeed_setup(cfg: Any, stage: Any = None) -> None:
+        LOG.debug("check: DeepSpeed setup skipped (stage %s)", stage)
+
+    def model_config_or_stand_in(cfg: Any) -> Any:
+        try:
+            return real_load(cfg)
+        except Exception as err:
+            name = cfg.base_model_config or cfg.base_model
+            if not _offline_miss(err):
+                raise
+            not_checked.append(
+                f"base_model {name}: its config is not in the local Hugging Face cache and the "
+                "hub cannot be reached, so Axolotl's checks that need the model (its type, "
+                "vocabulary, chat template) did not run; run check online, or after the model "
+                "is downloaded"
+            )
+            return PretrainedConfig()
+
+    trainer_module.setup_deepspeed_env = skip_deepspeed_setup
+    config_module.load_model_config = model_config_or_stand_in
+    try:
+        yield
+    finally:
+        trainer_module.setup_deepspeed_env = real_setup
+        config_module.load_model_config = real_load
