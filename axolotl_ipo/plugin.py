@@ -6,7 +6,14 @@ from __future__ import annotations
 # says "to create a new plugin, you need to inherit from the BasePlugin class" (upstream.PUBLIC).
 from axolotl.integrations.base import BasePlugin
 
-from axolotl_ipo import config, distributed, heldout_guard, preflight, rejection_sampling
+from axolotl_ipo import (
+    config,
+    distributed,
+    heldout_guard,
+    preflight,
+    rejection_sampling,
+    sources,
+)
 from axolotl_ipo.callbacks import IPODiagnosticsCallback, IPOMetricsCallback
 from axolotl_ipo.errors import exit_on_user_error
 from axolotl_ipo.upstream import axolotl as upstream_axolotl
@@ -41,6 +48,7 @@ class IPOPlugin(BasePlugin):
         if not config.is_active(cfg):
             return None
         distributed.fix_cpu_device_map(cfg)
+        sources.refuse_sft_test_datasets(cfg.get("test_datasets"))
         rows = rejection_sampling.training_rows(cfg)
         self._guard_examples = rows.heldout if rows else []
         result = rejection_sampling.build_pairs_for_config(cfg, rows=rows)

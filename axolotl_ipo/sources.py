@@ -104,6 +104,22 @@ def split_sources(entries: list[dict[str, Any]]) -> tuple[list[SFTSource], list[
     return sft, preference
 
 
+def refuse_sft_test_datasets(entries: list[Any] | None) -> None:
+    """`test_datasets` reach Axolotl's preference loader as they are (only `datasets` entries
+    are sampled into pairs): an SFT entry there, read as pairs it is not, is one line."""
+    found, _ = split_sources([dict(entry) for entry in entries or []])
+    if found:
+        entry = found[0].entry
+        raise UserError(
+            f"test_datasets[{found[0].index}] {entry.get('path')}: `type: {entry.get('type')}` "
+            "is an SFT format, but with `rl: ipo` evaluation reads preference pairs (prompt, "
+            "chosen, rejected) and only `datasets` entries are sampled into pairs. Hold out "
+            "sampled pairs with `val_set_size`, give a preference dataset here, or sample this "
+            "one with `axolotl-ipo sample` and use its pairs.jsonl with `type: "
+            "axolotl_ipo.sampled_pairs`."
+        )
+
+
 def _folder_problem(source: SFTSource, err: Exception) -> str | None:
     """A local directory Axolotl's loader could not read, with the loader's reason."""
     path = source.entry.get("path")

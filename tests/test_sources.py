@@ -83,3 +83,23 @@ def test_a_directory_without_data_files_is_one_line_with_the_fix(tmp_path, capfd
     message, _ = load_error(folder, capfd)
     assert message.startswith(f"datasets[0] {folder}: a directory with no data files ")
     assert "set `path` to a data file" in message and "\n" not in message
+
+
+def test_an_sft_test_dataset_is_refused_in_one_line_by_the_plugin(tmp_path):
+    """Axolotl's preference loader would read an SFT `test_datasets` entry as it is (no pairs,
+    no error): the plugin says what to do instead, before sampling anything."""
+    from axolotl.utils.dict import DictDefault
+
+    from axolotl_ipo.errors import PREFIX
+    from axolotl_ipo.plugin import IPOPlugin
+
+    cfg = DictDefault({
+        "rl": "ipo", "datasets": [{"path": str(tmp_path / "train.jsonl"), "type": "alpaca"}],
+        "test_datasets": [{"path": "prefs.jsonl", "type": "chatml.intel"},
+                          {"path": "eval.jsonl", "type": "alpaca", "split": "train"}],
+    })
+    with pytest.raises(SystemExit) as err:
+        IPOPlugin().load_datasets(cfg)
+    message = str(err.value)
+    assert message.startswith(PREFIX + "test_datasets[1] eval.jsonl: `type: alpaca` is an SFT ")
+    assert "val_set_size" in message and "\n" not in message
