@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,46 @@ def _check_merged(merged: Path, log: Path, index: int) -> None:
         )
 
 
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _cut_short(file: Path) -> bool:
+    """A weight file smaller than its own header says (safetensors), or without the end of its
+    zip archive (torch's .bin): a save that stopped before its last bytes."""
+    size = file.stat().st_size
+    if file.suffix != ".safetensors":
+        return not zipfile.is_zipfile(file)
+    with open(file, "rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else size
+        if 8 + length > size:
+            return True
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError:
+            return True
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+    return 8 + length + max(ends, default=0) > size
+
+
+def _weights_problem(folder: Path) -> str | None:
+    """What is missing or cut short in the model weights saved in ``folder``; None when whole."""
+    index = next((folder / name for name in WEIGHT_INDEXES if (folder / name).is_file()), None)
+    if index is not None:
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        missing = [shard for shard in shards if not (folder / shard).is_file()]
+        if missing:
+            return f"{', '.join(missing)} (listed in {index}) missing"
+        files = [folder / shard for shard in shards]
+    else:
+        files = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+        if not files:
+            return f"no model weights ({' or '.join(WEIGHT_FILES)}) in {folder}"
+    cut = [str(file) for file in files if _cut_short(file)]
+    return f"{', '.join(cut)} is cut short" if cut else None
+
+
 def _produce_model(run: SelfplayRun, index: int, config: Path) -> Path:
     """The round's model: the adapter merged into its base (Axolotl's merge, which loads the
     base without 4-bit quantization and keeps its stored dtype), or the full fine-tune itself."""
@@ -162,6 +203,13 @@ def _produce_model(run: SelfplayRun, index: int, config: Path) -> Path:
     if run.adapter not in ADAPTERS:
         if not (round_dir / "config.json").is_file():
             raise SelfplayError(f"round {index}: training saved no model in {round_dir}")
+        problem = _weights_problem(round_dir)
+        if problem:
+            raise SelfplayError(
+                f"round {index}: the saved model is not whole: {problem}, so it cannot be the "
+                f"next round's base model. Delete {round_dir / TRAINED} and rerun the same "
+                "command to train this round again (with room on the disk for the save)."
+            )
         return round_dir
     merged = round_dir / "merged"
     shutil.rmtree(merged, ignore_errors=True)  # a merge cut short is redone whole

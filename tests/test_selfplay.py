@@ -156,3 +156,43 @@ def test_the_reseed_flag_reaches_the_rounds_config(tiny_model_dir, tmp_path, res
         run_selfplay(run)
     cfg = yaml.safe_load((run.round_dir(2) / "config.yml").read_text())
     assert (cfg["seed"], cfg["base_model"]) == (6 if reseed else 5, "m1")
+
+
+def save_weights(folder: Path, n: int = 4) -> Path:
+    """A real safetensors file with one tensor of ``n`` floats, and a config.json."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text("{}")
+    save_file({"w": torch.ones(n)}, str(folder / "model.safetensors"))
+    return folder / "model.safetensors"
+
+
+def test_a_full_fine_tune_with_weights_cut_short_is_not_the_next_base(tmp_path):
+    from axolotl_ipo.selfplay import _produce_model
+
+    run = SelfplayRun(config_path=tmp_path / "c.yml", output_dir=tmp_path, rounds=2,
+                      launcher=["x"], adapter=None)
+    weights = save_weights(run.round_dir(1))
+    assert _produce_model(run, 1, tmp_path / "c.yml") == run.round_dir(1)
+    weights.write_bytes(weights.read_bytes()[:-5])  # a save killed before its last bytes
+    with pytest.raises(SelfplayError, match=r"round 1: .*model.safetensors is cut short"):
+        _produce_model(run, 1, tmp_path / "c.yml")
+    weights.unlink()
+    with pytest.raises(SelfplayError, match=r"round 1: .*no model weights"):
+        _produce_model(run, 1, tmp_path / "c.yml")
+
+
+def test_a_sharded_save_missing_a_shard_is_not_the_next_base(tmp_path):
+    from axolotl_ipo.selfplay import _produce_model
+
+    run = SelfplayRun(config_path=tmp_path / "c.yml", output_dir=tmp_path, rounds=2,
+                      launcher=["x"], adapter=None)
+    folder = run.round_dir(1)
+    save_weights(folder).rename(folder / "model-00001-of-00002.safetensors")
+    index = {"weight_map": {"w": "model-00001-of-00002.safetensors",
+                            "v": "model-00002-of-00002.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(SelfplayError, match=r"model-00002-of-00002.safetensors .* missing"):
+        _produce_model(run, 1, tmp_path / "c.yml")
