@@ -6,10 +6,11 @@ mistake is reported with the key to change before any model is loaded.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from axolotl_ipo.args import DEFAULT_TAU, IPOArgs
 from axolotl_ipo.errors import UserError
@@ -43,6 +44,20 @@ def _is_ipo(cfg: MutableMapping) -> bool:
     return rl == "ipo" or (rl == "dpo" and losses in (["ipo"], ["ipo", "sft"]))
 
 
+def _did_you_mean(loc: tuple) -> str:
+    """"; did you mean `x`?" for an unknown key close to a known one at the same place."""
+    model: Any = IPOArgs
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        kinds = get_args(field.annotation) or (field.annotation,) if field else ()
+        models = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+        if not models:
+            return ""
+        model = models[0]
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
 def _format_validation_error(err: ValidationError) -> str:
     """Every mistake on one line, each naming its key."""
     lines = []
@@ -52,7 +67,8 @@ def _format_validation_error(err: ValidationError) -> str:
         if item["type"] == "value_error" and message.startswith(("rejection_sampling.", "ipo_")):
             lines.append(message)  # our own validators already name the key and the fix
         else:
-            lines.append(f"{key}: {message} (got {item.get('input')!r})")
+            hint = _did_you_mean(item["loc"]) if item["type"] == "extra_forbidden" else ""
+            lines.append(f"{key}: {message} (got {item.get('input')!r}){hint}")
     if len(lines) == 1:
         return lines[0]
     return "Invalid axolotl-ipo settings in your config: " + "; ".join(lines)

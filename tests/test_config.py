@@ -178,3 +178,15 @@ def test_solved_nll_with_both_is_accepted():
     cfg = normalise(ipo_cfg(ipo_sft_weight=1.0,
                             rejection_sampling={"solved": "nll", "answer_check": "number"}))
     assert cfg["dpo_loss_weights"] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(("keys", "suggestion"), [
+    ({"rejection_sampling": {"temprature": 0.7}}, "did you mean `temperature`?"),
+    ({"rejection_sampling": {"num_sample": 2}}, "did you mean `num_samples`?"),
+])
+def test_a_misspelt_key_gets_a_suggestion(keys, suggestion):
+    with pytest.raises(IPOConfigError) as err:
+        normalise({"rl": "ipo", **keys})
+    message = str(err.value)
+    assert message.endswith(suggestion) and "\n" not in message
+    assert message.startswith(f"rejection_sampling.{next(iter(keys['rejection_sampling']))}: ")
