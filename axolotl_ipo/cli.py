@@ -29,6 +29,9 @@ def _read_yaml(config_path: Path) -> dict:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or err
+        context, opened = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context and opened:  # e.g. where an unclosed quote opened, not the end of the file
+            problem = f"{problem} ({context} at line {opened.line + 1}, column {opened.column + 1})"
         raise UserError(f"{config_path}: not valid YAML{where}: {problem}; fix the file.") from None
     if not isinstance(raw, dict):
         raise UserError(f"{config_path}: expected a YAML mapping of config keys at the top level.")

@@ -173,3 +173,16 @@ def test_a_json_line_that_is_not_an_object_is_named(tmp_path, line, kind):
         f"d: item 2 of the JSON array is a JSON {kind}, not an object with the row's columns; "
         "fix or remove that item."
     )
+
+
+def test_an_unclosed_quote_says_where_the_string_opened(tmp_path):
+    from axolotl_ipo.cli import _read_yaml
+    from axolotl_ipo.errors import UserError
+
+    cfg = tmp_path / "config.yml"
+    cfg.write_text('rl: ipo\nbase_model: "unclosed\ndatasets: []\nseed: 1\n', encoding="utf-8")
+    with pytest.raises(UserError) as err:
+        _read_yaml(cfg)
+    message = str(err.value)
+    assert "while scanning a quoted scalar at line 2, column 13" in message, message
+    assert "\n" not in message
