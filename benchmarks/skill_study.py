@@ -19,9 +19,10 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
   sft_then_ipo  `rl: ipo` after SFT (Intel's order): the `sft` arm's adapter merged into the base
                 is the generator of the rejected answers and IPO's reference; a new adapter on it
   dpo           `rl: dpo` on exactly the pairs of `ipo`
-  defaults      the plugin at its defaults: `rl: ipo` and the datasets, no other IPO key (the
-                collapse guard on, so its held-out slice is not trained on); sampling keys
-                only for the CPU budget. Every other recipe arm sets `ipo_guard_rows: 0`
+  defaults      the plugin at its defaults: `rl: ipo` and the datasets, no other IPO key;
+                sampling keys only for the CPU budget. Every plugin arm has the collapse guard
+                on, as by default: its held-out slice of the training rows (12 of 256) is never
+                trained on, while the SFT arms train on every row
   sft_then_defaults  the same from the merged `sft` model
   sft_then_ipo_sft  the same plus `ipo_sft_weight` (SPIN's order with Iterative RPO's NLL term)
   sft_then_sft  the equal-steps control for every sft_then_* arm: more plain SFT on all the
@@ -238,10 +239,8 @@ def ipo_keys(study: Study) -> dict:
         sampling["answer_check"] = check
     if study.num_samples != 1:  # a wrong sample for more prompts (Iterative RPO draws many)
         sampling["num_samples"] = study.num_samples
-    # the recipes are compared with SFT on all the training rows: the collapse guard's
-    # held-out slice is off for them (on in the `defaults` arms)
     return {"plugins": ["axolotl_ipo.IPOPlugin"], "rl": "ipo", "ipo_tau": study.tau,
-            "ipo_guard_rows": 0, "datasets": [{"path": str(study.train), "type": "alpaca"}],
+            "datasets": [{"path": str(study.train), "type": "alpaca"}],
             "rejection_sampling": sampling}
 
 
