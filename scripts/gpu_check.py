@@ -6,7 +6,8 @@
 Tier 1 (torch, transformers, TRL, datasets; never Axolotl): random-weight models with real
 shapes (SmolLM2-135M's, a ~1.2B Llama's), the project's sampler against the naive per-prompt
 loop, 1 rank vs 2 simulated ranks through the pair pipeline, a TRL IPO step.
-Tier 2 (scripts/gpu_check_tier2.py): `python3 -m axolotl.cli.train` with the plugin.
+Tier 2 (scripts/gpu_check_tier2.py): `python3 -m axolotl.cli.train` with the plugin, LoRA,
+QLoRA, DeepSpeed ZeRO-2 and ZeRO-3 (LoRA and full fine-tune) and vLLM sampling.
 `--self-test` runs the same code on CPU with tiny models (tests/tiny_model.py), small counts.
 
 A step writes DIR/results/STEP.json ({"status", "reason", "numbers"}) and exits 0 (PASS),
@@ -27,8 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-if __name__ == "__main__":  # one module object, so gpu_check_tier2's `Skip` is this one
-    sys.modules.setdefault("gpu_check", sys.modules[__name__])
+sys.path.insert(0, str(REPO / "scripts"))  # gpu_check_common, gpu_check_tier2 (as a script)
+from gpu_check_common import Skip  # noqa: E402 - the path above first
+
 ASSETS = REPO / "scripts" / "gpu_check_assets" / "smollm2-135m"  # tokenizer + config, no weights
 EXIT = {"PASS": 0, "SKIP": 3, "FAIL": 1}
 REPORT_FAILED = 4  # `report`: some step failed (1 would be a crash of the report itself)
@@ -42,10 +44,6 @@ LLAMA_1B = {
     "num_key_value_heads": 4,
     "tie_word_embeddings": False,
 }
-
-
-class Skip(Exception):
-    """The step cannot run here; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -363,7 +361,10 @@ STEPS = {
     "trl-ipo-llama1b-lora": lambda mode, work: step_trl(mode, work, "llama1b", lora=True),
     "axolotl-lora": tier2("axolotl-lora"),
     "axolotl-qlora": tier2("axolotl-qlora"),
-    "axolotl-zero2": tier2("axolotl-zero2"),
+    "axolotl-zero2-lora": tier2("axolotl-zero2-lora"),
+    "axolotl-zero2-full": tier2("axolotl-zero2-full"),
+    "axolotl-zero3-lora": tier2("axolotl-zero3-lora"),
+    "axolotl-zero3-full": tier2("axolotl-zero3-full"),
     "axolotl-vllm": tier2("axolotl-vllm"),
 }
 TIER1 = tuple(list(STEPS)[:7])

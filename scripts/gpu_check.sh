@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
-# The GPU path on ONE GPU, in one command of under 7 minutes; no network, no model download.
+# The GPU path on ONE GPU, in one command of under 10 minutes; no network, no model download.
 #   Tier 1 (torch + transformers + TRL/datasets wheels; never Axolotl): random-weight models with
 #     real shapes (SmolLM2-135M, a ~1.2B Llama) built on the GPU; the project's sampler in bf16
 #     against the naive per-prompt generate loop; 1 rank vs 2 simulated ranks give byte-identical
 #     pairs; a TRL IPO training step (full fine-tune, then LoRA) with step time and peak memory.
 #   Tier 2 (Axolotl installed): python3 -m axolotl.cli.train with rl: ipo on the random 1.2B
-#     model: LoRA, QLoRA (bitsandbytes), LoRA + ZeRO-2 without offload (DeepSpeed), QLoRA with
-#     vLLM sampling. A step whose packages are missing is SKIP with their names.
+#     model: LoRA, QLoRA (bitsandbytes); DeepSpeed ZeRO-2 and ZeRO-3 through `accelerate launch`
+#     on one GPU, LoRA (1.2B) and full fine-tune (SmolLM2 shape), each passing only if the
+#     trainer's engine is DeepSpeed's at that stage; QLoRA with vLLM sampling. A step whose
+#     packages are missing is SKIP with their names.
 # Every step: PASS / FAIL / SKIP with the reason, its own timeout, and one shared time budget;
 # a table at the end. With $OUT set: $OUT/gpu_check.md (table), gpu_check.json (numbers),
 # gpu_check.log. Exit status 1 if a step failed.
 #
 #   bash scripts/gpu_check.sh              on a GPU machine (python3 = the one with torch)
 #   bash scripts/gpu_check.sh --self-test  the same steps on CPU with tiny models (CI runs it)
-# Environment: PYTHON (default python3), GPU_CHECK_BUDGET (seconds; 380 GPU, 1500 self-test),
+# Environment: PYTHON (default python3), GPU_CHECK_BUDGET (seconds; 540 GPU, 1800 self-test),
 # GPU_CHECK_WORK (scratch folder; default a new temporary one), GPU_CHECK_STEPS (names to run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 self_test=""
-budget="${GPU_CHECK_BUDGET:-380}"
+budget="${GPU_CHECK_BUDGET:-540}"
 scale=1
 if [ "${1:-}" = "--self-test" ]; then
   self_test="--self-test"
-  budget="${GPU_CHECK_BUDGET:-1500}"
+  budget="${GPU_CHECK_BUDGET:-1800}"
   scale=4  # a CPU runner shared with other jobs is slow; the counts are small anyway
 elif [ $# -gt 0 ]; then
   echo "usage: bash scripts/gpu_check.sh [--self-test]" >&2
@@ -38,7 +40,8 @@ export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"   # one GPU, even on a 
 # name:timeout in seconds, in run order
 steps=(env:60 models:150 sampler-smollm2:120 sampler-llama1b:120 ranks:120
   trl-ipo-smollm2:120 trl-ipo-llama1b-lora:150
-  axolotl-lora:200 axolotl-qlora:200 axolotl-zero2:200 axolotl-vllm:300)
+  axolotl-lora:200 axolotl-qlora:200 axolotl-zero2-lora:200 axolotl-zero2-full:200
+  axolotl-zero3-lora:200 axolotl-zero3-full:200 axolotl-vllm:300)
 
 run_step() {  # NAME LIMIT: one step under its timeout, its line appended to steps.tsv
   local name="$1" limit="$2" t0=$SECONDS rc status reason=""

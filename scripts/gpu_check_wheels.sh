@@ -7,24 +7,34 @@
 #   Tier 1: trl 1.9.0 (Axolotl 0.19's pin) and datasets 4.8.4 with dill and multiprocess.
 #   Tier 2: Axolotl 0.19.0 (torch >=2.11,<=2.13; it pins transformers 5.16.1 and is installed
 #     --no-deps over the machine's 5.17) and what its train path imports; bitsandbytes 0.50.2
-#     with only its CPU and CUDA 13.0 libraries (43 MB -> 3 MB; the machine's torch is cu130).
+#     with only its CPU and CUDA 13.0 libraries (43 MB -> 3 MB; the machine's torch is cu130);
+#     DeepSpeed 0.19.8, built here from its source release with no compiled ops (DS_BUILD_OPS=0,
+#     `pip wheel --no-deps`: a py3-none-any wheel of about 2 MB; the check trains with torch's
+#     AdamW and no CPU offload, so nothing compiles there), and the packages DeepSpeed imports
+#     that the machine lacks (hjson, py-cpuinfo, msgpack, ninja, einops).
 # Usage: bash scripts/gpu_check_wheels.sh [DIR]; prints the total size (the transfer limit is
-# 64 MiB with the working tree).
+# 64 MiB with the working tree). DeepSpeed's build imports torch: BUILD_PYTHON (default .venv's
+# python, else python3) must have torch; the wheel itself does not depend on that torch.
 set -euo pipefail
 dir="${1:-.whl}"
 mkdir -p "$dir"
+build_python="${BUILD_PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
 tier1=(trl==1.9.0 datasets==4.8.4 dill==0.4.1 multiprocess==0.70.19)
 tier2=(axolotl==0.19.0 addict==2.4.0 annotated-types==0.8.0 backoff==2.2.1 distro==1.9.0
   evaluate==0.4.1 fastcore==2.2.41 fire==0.7.1 opentelemetry-api==1.45.2 platformdirs==4.14.8
   posthog==6.7.11 pydantic==2.12.5 pydantic-core==2.41.5 pytz==2026.6 termcolor==3.3.0
   typing-inspection==0.4.5 wandb==0.31.0)
+deepspeed_deps=(hjson==3.1.0 py-cpuinfo==9.0.0 msgpack==1.1.2 ninja==1.13.0 einops==0.8.1)
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
   --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$dir" \
-  "${tier1[@]}" "${tier2[@]}" bitsandbytes==0.50.2
+  "${tier1[@]}" "${tier2[@]}" "${deepspeed_deps[@]}" bitsandbytes==0.50.2
 # Axolotl's contribs are published as sdists only: build their (pure Python) wheels here
 python3 -m pip wheel -q --no-deps -w "$dir" axolotl-contribs-lgpl==0.0.7 axolotl-contribs-mit==0.0.6
+# DeepSpeed publishes a source release only: a pure-Python wheel, no ops built ahead of time
+DS_BUILD_OPS=0 "$build_python" -m pip wheel -q --no-deps --no-build-isolation -w "$dir" \
+  deepspeed==0.19.8
 python3 - "$dir" <<'EOF'
 """Keep bitsandbytes' CPU and CUDA 13.0 libraries only, and drop them from RECORD."""
 import glob

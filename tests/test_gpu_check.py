@@ -30,7 +30,7 @@ def run_script(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPr
     full_env = {**inherited, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
                 "GPU_CHECK_WORK": str(tmp_path / "work"), **env}
     return subprocess.run(["bash", str(SCRIPT), *args], env=full_env, capture_output=True,
-                          text=True, timeout=1500)
+                          text=True, timeout=1800)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,10 @@ def test_self_test_passes_every_step_it_can_run(self_test):
             else "PASS"
         assert results[step]["status"] == expected, (step, results[step])
     assert results["axolotl-vllm"]["reason"] == "self-test on CPU: vLLM needs a CUDA GPU"
+    for step in gpu_check_tier2.DEEPSPEED_STEPS:  # the real launch, refused on CPU in one line
+        assert results[step]["reason"].startswith(
+            "self-test on CPU: DeepSpeed needs CUDA; the launch was refused in one line"), (
+            step, results[step])
     table = (tmp / "out" / "gpu_check.md").read_text()
     assert table.startswith("| step | result | details | seconds |")
     assert "| ranks | PASS | 10 pairs in 4 batches, byte-identical pairs.jsonl |" in table
@@ -79,6 +83,9 @@ def test_self_test_numbers(self_test):
     if results["axolotl-lora"]["status"] == "PASS":
         numbers = results["axolotl-lora"]["numbers"]
         assert numbers["backend"] == "transformers" and numbers["pairs"] == 48
+        # the engine probe ran inside the real `axolotl.cli.train`: no DeepSpeed here
+        assert numbers["engine"]["is_deepspeed_enabled"] is False
+        assert numbers["engine"]["zero_stage"] is None and numbers["engine"]["world_size"] == 1
 
 
 def test_a_failing_step_is_fail_with_its_reason_and_the_script_exits_1(tmp_path):
@@ -158,9 +165,16 @@ def test_tier2_configs_validate_as_on_one_gpu(step, tiny_model_dir, tmp_path, mo
     backend = "vllm" if step == "axolotl-vllm" else "transformers"
     assert validated.rejection_sampling["backend"] == backend
     assert (validated.adapter == "qlora") == (step in ("axolotl-qlora", "axolotl-vllm"))
-    if step == "axolotl-zero2":
-        zero = json.loads(Path(validated.deepspeed).read_text())["zero_optimization"]
-        assert zero["stage"] == 2 and "offload_optimizer" not in zero  # no CPU Adam to compile
+    assert validated.plugins == ["axolotl_ipo.IPOPlugin", "gpu_check_probe.EngineProbe"]
+    if step in gpu_check_tier2.DEEPSPEED_STEPS:
+        stage, finetune = gpu_check_tier2.DEEPSPEED_STEPS[step]
+        ds = validated.deepspeed  # Axolotl reads the file into the config
+        ds = ds if isinstance(ds, dict) else json.loads(Path(ds).read_text())
+        zero = ds["zero_optimization"]
+        assert zero["stage"] == stage and "optimizer" not in ds  # torch AdamW: nothing compiles
+        assert "offload_optimizer" not in zero and "offload_param" not in zero  # no CPU Adam
+        assert validated.optimizer == "adamw_torch"
+        assert (validated.adapter == "lora") == (finetune == "lora")
     rows = (tmp_path / "sft.jsonl").read_text().splitlines()
     assert len(rows) == 48 and json.loads(rows[0]) == {
         "instruction": "What is 3 plus 7? Answer with the number only.", "output": "10"}
@@ -190,3 +204,73 @@ def test_verify_reports_pairs_and_loss(tmp_path):
 def test_verify_fails_without_evidence(tmp_path, generator, losses, message):
     with pytest.raises(RuntimeError, match=message):
         gpu_check_tier2.verify(fake_run(tmp_path, generator, losses))
+
+
+def deepspeed_run(tmp_path: Path, step: str, engine: dict | None) -> Path:
+    cfg_path = gpu_check_tier2.write_config(step, tmp_path, tmp_path, self_test=False)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    store = Path(cfg["dataset_prepared_path"]) / "ipo_pairs" / "abc"
+    store.mkdir(parents=True)
+    (store / "pairs.jsonl").write_text(json.dumps({"generator": "transformers:m"}) + "\n")
+    out = Path(cfg["output_dir"])
+    out.mkdir(parents=True)
+    (out / "ipo_metrics.jsonl").write_text(json.dumps({"loss": 25.0}) + "\n")
+    if engine is not None:
+        (out / gpu_check_tier2.PROBE_FILE).write_text(json.dumps(engine) + "\n")
+    return cfg_path
+
+
+DS_ENGINE = {"engine": "deepspeed.runtime.engine.DeepSpeedEngine", "is_deepspeed_enabled": True,
+             "world_size": 1}
+
+
+@pytest.mark.parametrize("step", list(gpu_check_tier2.DEEPSPEED_STEPS))
+def test_a_deepspeed_step_passes_with_deepspeeds_engine_at_its_stage(tmp_path, step):
+    stage = gpu_check_tier2.DEEPSPEED_STEPS[step][0]
+    engine = {**DS_ENGINE, "zero_stage": stage}
+    assert gpu_check_tier2.verify(deepspeed_run(tmp_path, step, engine))["engine"] == engine
+
+
+@pytest.mark.parametrize(("engine", "message"), [
+    (None, "the engine probe plugin did not run"),
+    ({"engine": "torch.nn.parallel.distributed.DistributedDataParallel",
+      "is_deepspeed_enabled": False, "zero_stage": None}, r"not DeepSpeed's engine .*dropped"),
+    ({**DS_ENGINE, "zero_stage": 2}, "ZeRO stage 2, the config says 3"),
+])
+def test_a_deepspeed_step_fails_without_deepspeeds_engine(tmp_path, engine, message):
+    with pytest.raises(RuntimeError, match=message):
+        gpu_check_tier2.verify(deepspeed_run(tmp_path, "axolotl-zero3-lora", engine))
+
+
+def test_the_probe_reads_the_engine_from_the_trainer(tmp_path):
+    probe = load_script("scripts/gpu_check_probe.py")
+
+    class Engine:  # what DeepSpeed's engine answers
+        def zero_optimization_stage(self):
+            return 3
+
+    trainer = types.SimpleNamespace(model_wrapped=Engine(), is_deepspeed_enabled=True,
+                                    args=types.SimpleNamespace(world_size=1))
+    facts = probe.engine_facts(trainer)
+    assert facts["zero_stage"] == 3 and facts["is_deepspeed_enabled"] is True
+    assert facts["engine"].endswith("Engine") and facts["world_size"] == 1
+    callback = probe.EngineProbe().add_callbacks_post_trainer(
+        types.SimpleNamespace(output_dir=str(tmp_path)), trainer)[0]
+    state = types.SimpleNamespace(global_step=1, is_world_process_zero=True)
+    callback.on_step_end(None, state, None)
+    assert json.loads((tmp_path / gpu_check_tier2.PROBE_FILE).read_text()) == facts
+
+
+def test_gpu_check_and_tier2_do_not_import_each_other():
+    """Issue #30 item 7: they used to, through a sys.modules alias of `__main__`."""
+    import ast
+
+    def imports(path: str) -> set[str]:
+        tree = ast.parse((REPO / path).read_text())
+        found = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        return found | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+    assert "gpu_check" not in imports("scripts/gpu_check_tier2.py")
+    assert "gpu_check_tier2" not in imports("scripts/gpu_check_common.py")
+    assert "sys.modules.setdefault" not in (REPO / "scripts" / "gpu_check.py").read_text()
+    assert gpu_check.Skip is gpu_check_tier2.Skip
