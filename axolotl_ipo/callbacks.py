@@ -200,11 +200,11 @@ class HeldoutGuardCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         summary = self.state.summary()
         over = "" if self.triggered_at is None else f"; over the limit at step {self.triggered_at}"
-        if summary and state.is_world_process_zero:
-            LOG.info(
-                "IPO collapse guard: held-out gold NLL/token %.4g at the start, %.4g at the end, "
-                "lowest %.4g (%d rows)%s",
-                summary["heldout_gold_nll_start"], summary["heldout_gold_nll_end"],
-                summary["heldout_gold_nll_lowest"], len(self.rows.prompts),
-                over,
+        if summary and state.is_world_process_zero:  # printed, as the sampling summary is
+            start, end = summary["heldout_gold_nll_start"], summary["heldout_gold_nll_end"]
+            print(
+                f"IPO collapse guard: held-out gold NLL/token {start:.4g} at the start, "
+                f"{end:.4g} at the end, lowest {summary['heldout_gold_nll_lowest']:.4g} "
+                f"({len(self.rows.prompts)} rows){over}",
+                flush=True,
             )

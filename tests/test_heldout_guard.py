@@ -1,0 +1,66 @@
+"""The collapse guard's pieces: the held-out slice, the rise check, the metrics file."""
+
+import json
+import math
+
+import pytest
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+from axolotl_ipo.callbacks import METRICS_FILE, IPOMetricsCallback
+from axolotl_ipo.heldout_guard import GuardState, guard_size, split_heldout
+
+
+@pytest.mark.parametrize(("rows", "setting", "size"), [
+    (256, None, 12), (10_000, None, 64), (19, None, 0), (20, None, 1),  # min(5%, 64)
+    (256, 0, 0), (256, 30, 30), (5, 30, 4),  # explicit; never every row
+])
+def test_guard_size(rows, setting, size):
+    assert guard_size(rows, setting) == size
+
+
+def test_the_slice_is_seeded_disjoint_and_in_order():
+    rows = list(range(100))
+    held, kept = split_heldout(rows, 5, seed=42)
+    assert len(held) == 5 and sorted(held + kept) == rows and not set(held) & set(kept)
+    assert held == sorted(held) and kept == sorted(kept)
+    assert split_heldout(rows, 5, seed=42) == (held, kept)  # every rank, every run
+    assert split_heldout(rows, 5, seed=7)[0] != held
+    assert split_heldout(rows, 0, seed=42) == ([], rows)
+
+
+def test_the_check_compares_with_the_lowest_value_so_far():
+    state = GuardState(max_rise=0.10)
+    assert not state.record(0, 2.0).over
+    assert not state.record(1, 1.0).over  # falling is what SFT does
+    assert not state.record(2, 1.09).over  # +9%: under the limit
+    verdict = state.record(3, 1.15)  # +15% over step 1's 1.0, though below step 0's 2.0
+    assert verdict.over and verdict.lowest == 1.0 and verdict.lowest_step == 1
+    assert verdict.rise == pytest.approx(0.15)
+    message = verdict.message(rows=12)
+    assert "\n" not in message and "step 3" in message and "+15%" in message
+    assert "ipo_sft_weight" in message and "ipo_guard_stop" in message
+    assert state.summary() == {"heldout_gold_nll_start": 2.0, "heldout_gold_nll_end": 1.15,
+                               "heldout_gold_nll_lowest": 1.0,
+                               "heldout_gold_nll_change": pytest.approx(-0.425)}
+    assert not GuardState().record(0, math.nan).over
+
+
+def _log_run(callback, args, state, losses):
+    control = TrainerControl()
+    callback.on_train_begin(args, state, control)
+    for loss in losses:
+        state.global_step += 1
+        callback.on_log(args, state, control, logs={"loss": loss})
+
+
+def test_a_resumed_run_appends_to_the_metrics_file(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[])
+    callback = IPOMetricsCallback(str(tmp_path), tau=0.1)
+    _log_run(callback, args, TrainerState(), [25.0, 24.0])
+    _log_run(callback, args, TrainerState(global_step=2), [23.0])  # resumed at step 2
+    records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [r["loss"] for r in records if "loss" in r] == [25.0, 24.0, 23.0]
+    assert [r["step"] for r in records if r.get("event") == "train_begin"] == [0, 2]
+    _log_run(callback, args, TrainerState(), [25.0])  # a new run starts the file again
+    records = (tmp_path / METRICS_FILE).read_text().splitlines()
+    assert len(records) == 2
