@@ -18,7 +18,8 @@
 set -euo pipefail
 dir="${1:-.whl}"
 mkdir -p "$dir"
-build_python="${BUILD_PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
+venv_python="$(dirname "$0")/../.venv/bin/python"
+build_python="${BUILD_PYTHON:-$( [ -x "$venv_python" ] && echo "$venv_python" || echo python3)}"
 tier1=(trl==1.9.0 datasets==4.8.4 dill==0.4.1 multiprocess==0.70.19)
 tier2=(axolotl==0.19.0 addict==2.4.0 annotated-types==0.8.0 backoff==2.2.1 distro==1.9.0
   evaluate==0.4.1 fastcore==2.2.41 fire==0.7.1 opentelemetry-api==1.45.2 platformdirs==4.14.8

@@ -336,6 +336,9 @@ def validating_config(not_checked: list[str]) -> Iterator[None]:
       `normalize_config` reads the model's config (`load_model_config`); a bare config stands in
       for it, so the checks that need the model type do not run.
     """
+    # first, as `axolotl train` does: it configures Axolotl's logging before torchao and torch
+    # load (imported the other way round, 0.19 prints their load warnings)
+    import axolotl.cli.config  # noqa: F401
     import axolotl.utils.config as config_module
     import axolotl.utils.trainer as trainer_module
     from transformers import PretrainedConfig
