@@ -75,6 +75,9 @@ def load_config(path: str, not_checked: list[str] | None = None):
         raise UserError(f"{config_path}: {_validation_summary(err)}") from None
 
 
+GPU_KEYS = ("bf16", "tf32", "deepspeed", "fsdp", "fsdp_config", "load_in_4bit", "load_in_8bit")
+
+
 def _validate_only(config_path: Path, raw: dict, not_checked: list[str]):
     """`check`'s validation: Axolotl's loader with training-only steps left out, then what can
     be checked cheaply about the files the config names."""
@@ -86,6 +89,12 @@ def _validate_only(config_path: Path, raw: dict, not_checked: list[str]):
         not_checked.append(
             f"deepspeed {ds_file} (ZeRO stage {stage}): read, but DeepSpeed itself was not "
             f"started ({_installed('deepspeed')}); it runs only when training on CUDA GPUs"
+        )
+    gpu_keys = [key for key in GPU_KEYS if raw.get(key) not in (None, False, "auto")]
+    if gpu_keys and not distributed.cuda_available():
+        not_checked.append(
+            f"the GPUs ({', '.join(gpu_keys)}): this machine has no CUDA GPU, so Axolotl judged "
+            "bf16/tf32 support and the GPU count (1) here, not on the machine that will train"
         )
     with distributed.validating_only(), upstream_axolotl.validating_config(not_checked):
         cfg = load_config(str(config_path))

@@ -52,11 +52,19 @@ def test_check_every_example_config_ends_without_traceback(config):
         if raw.get("deepspeed"):
             assert f"deepspeed {raw['deepspeed']} (ZeRO stage" in notes
             assert "DeepSpeed itself was not started" in notes
+        if not config.stem.endswith("-cpu") and not torch_cuda():
+            assert "the GPUs (bf16" in notes and "this machine has no CUDA GPU" in notes
         if not str(raw["base_model"]).startswith("."):  # a hub model, not cached here
             assert f"base_model {raw['base_model']}: its config is not in the local" in notes
 
 
 DEEPSPEED_WHEELS = ("deepspeed", "hjson", "py_cpuinfo", "msgpack", "ninja", "einops")
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def deepspeed_site(tmp_path_factory) -> str:
