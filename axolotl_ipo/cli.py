@@ -210,11 +210,50 @@ def _trained_path(cfg, adapter: str | None) -> Path | None:
     return path
 
 
+def _eval_baseline(args: argparse.Namespace, cfg, settings, check: str) -> int:
+    """`eval --baseline RUN`: the config's trained run against RUN, judged by ``check``."""
+    from axolotl_ipo.checks import KEY, load_check
+    from axolotl_ipo.evaluation.baseline import compare_runs
+    from axolotl_ipo.evaluation.report import format_comparison, plot_comparison
+    from axolotl_ipo.evaluation.runs import resolve_run, run_in_folder
+
+    if args.no_generate:
+        raise UserError("--baseline compares greedy answers: leave out --no-generate")
+    if check == "none":
+        raise UserError("--check none judges every answer wrong; use normalized, contains, "
+                        "number or module:function")
+    try:
+        load_check(check)
+    except ValueError as err:
+        raise UserError(f"--check: {str(err).removeprefix(KEY + ': ')}") from None
+    flag = "--adapter" if args.adapter else f"{args.config}: output_dir"
+    if args.adapter == "none":
+        raise UserError("--adapter none evaluates the base model; --baseline compares two "
+                        "trained runs: pass the run's folder with --adapter or leave it out")
+    run = run_in_folder(args.adapter or cfg.get("output_dir") or ".", cfg.get("base_model"), flag)
+    baseline = resolve_run(args.baseline, "--baseline")
+    if run.path.resolve() == baseline.path.resolve():
+        raise UserError(f"--baseline {args.baseline} is the run itself ({run.path}); pass "
+                        "another run's output_dir or config")
+    out_dir = Path(args.output or Path(cfg.get("output_dir") or ".") / "ipo_eval_baseline")
+    report = compare_runs(cfg, _heldout_entry(cfg, args), {"run": run, "baseline": baseline},
+                          check, out_dir, settings)
+    print(format_comparison(report))
+    print(f"metrics: {out_dir / 'metrics.json'}")
+    image = plot_comparison(report, out_dir / "eval.png")
+    if image:
+        print(f"plot: {image}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from axolotl_ipo.evaluation import EvalSettings, evaluate_config
     from axolotl_ipo.evaluation.report import format_table, plot
     from axolotl_ipo.rejection_sampling import sampling_args
 
+    if args.check and not args.baseline:
+        raise UserError("--check judges the answers of --baseline's comparison: add "
+                        "--baseline RUN, or leave --check out")
     cfg = load_config(args.config)
     if not Path(args.data).exists():
         raise SystemExit(f"axolotl-ipo eval: --data {args.data}: no such file")
@@ -227,6 +266,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         generate=not args.no_generate,
         dtype=args.dtype,
     )
+    if args.baseline:
+        check = args.check or (
+            sampling.answer_check if sampling.answer_check != "none" else "contains"
+        )
+        return _eval_baseline(args, cfg, settings, check)
     out_dir = Path(args.output or Path(cfg.get("output_dir") or ".") / "ipo_eval")
     try:
         report = evaluate_config(
@@ -378,6 +422,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="precision of both models (auto: bf16 on a GPU, fp32 on CPU; float32 on a GPU "
         "gives fp32 scores; bfloat16 on a CPU measured 1.15x faster with scores that moved "
         "more than the effects measured: docs/results.md)",
+    )
+    evaluate.add_argument(
+        "--baseline",
+        metavar="RUN",
+        help="compare the config's trained run with another trained run (e.g. your plain SFT "
+        "run) on --data: each one's accuracy by --check, the difference with its paired "
+        "bootstrap 95%% interval, gold NLL and answer length. RUN: that run's output_dir (a "
+        "LoRA adapter or a full/merged model) or its YAML config (its output_dir is used)",
+    )
+    evaluate.add_argument(
+        "--check",
+        help="with --baseline: the answer check that judges the greedy answers, as "
+        "rejection_sampling.answer_check names it: normalized, contains, number or "
+        "module:function (default: the config's answer_check, else contains)",
     )
     evaluate.set_defaults(func=cmd_eval)
     _add_selfplay(sub)

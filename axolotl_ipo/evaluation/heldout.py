@@ -1,7 +1,7 @@
-"""The held-out split: its prompts rendered as in training, its gold answers, and pairs of
-gold vs. the *base* model's own sampled answer (sampled once with the config's
-`rejection_sampling` settings, cached like training pairs), so every model evaluated on it
-is judged on the same pairs."""
+"""The held-out split: its prompts rendered as in training and its gold answers
+(:func:`read_heldout`), and pairs of gold vs. the *base* model's own sampled answer (sampled
+once with the config's `rejection_sampling` settings, cached like training pairs), so every
+model evaluated on it is judged on the same pairs (:func:`load_heldout`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from axolotl_ipo.rejection_sampling import (
 from axolotl_ipo.selection import strip_end
 from axolotl_ipo.upstream.axolotl import config_dict
 
-__all__ = ["HeldOut", "heldout_config", "load_heldout"]
+__all__ = ["HeldOut", "HeldOutRows", "heldout_config", "load_heldout", "read_heldout"]
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,16 @@ def heldout_config(cfg: Any, entry: dict[str, Any]) -> Any:
     return copy
 
 
-def load_heldout(
-    cfg: Any, entry: dict[str, Any], tokenizer: Any, store_dir: Path, *, limit: int | None = None
-) -> HeldOut:
-    """Read the held-out entry (any SFT format the plugin samples from) once and build its
-    pairs from those rows."""
+@dataclass(frozen=True)
+class HeldOutRows:
+    prompts: list[RenderedPrompt]  # every usable held-out example, rendered for generation
+    golds: list[str]  # the chosen text per prompt (gold answer + end token)
+    answers: list[list[str]]  # acceptable answers per prompt, gold first
+    invalid_rows: int
+
+
+def _read(cfg: Any, entry: dict[str, Any], tokenizer: Any, limit: int | None):
+    """(held-out config, examples, invalid rows, rows) of the held-out entry."""
     held = heldout_config(cfg, entry)
     sources, _ = sft_sources(held)
     if not sources:
@@ -62,8 +67,25 @@ def load_heldout(
     end = tokenizer.eos_token
     golds = [strip_end(p.example.gold, end) + end for p in rendered]
     answers = [gold_answers(strip_end(p.example.gold, end), p.example.answers) for p in rendered]
+    rows = HeldOutRows(rendered, golds, answers, len(invalid) + len(too_long))
+    return held, examples, invalid, rows
+
+
+def read_heldout(
+    cfg: Any, entry: dict[str, Any], tokenizer: Any, *, limit: int | None = None
+) -> HeldOutRows:
+    """The held-out entry's prompts and gold answers, nothing sampled."""
+    return _read(cfg, entry, tokenizer, limit)[3]
+
+
+def load_heldout(
+    cfg: Any, entry: dict[str, Any], tokenizer: Any, store_dir: Path, *, limit: int | None = None
+) -> HeldOut:
+    """Read the held-out entry (any SFT format the plugin samples from) once and build its
+    pairs from those rows."""
+    held, examples, invalid, rows = _read(cfg, entry, tokenizer, limit)
     result = sample_examples(held, tokenizer, examples, invalid, output_dir=store_dir)
-    position = {p.index: i for i, p in enumerate(rendered)}  # pairs keep their example's index
+    position = {p.index: i for i, p in enumerate(rows.prompts)}  # pairs keep their example's index
     pairs = [(position[row["index"]], row["rejected"])
              for row in real_pairs(result.store.read_pairs())]
-    return HeldOut(rendered, golds, answers, pairs, result.path, len(invalid) + len(too_long))
+    return HeldOut(rows.prompts, rows.golds, rows.answers, pairs, result.path, rows.invalid_rows)

@@ -1,5 +1,5 @@
 """Load the models an evaluation compares: the base (= IPO's reference) and a trained one
-(a LoRA/QLoRA adapter on the base, or a fully fine-tuned checkpoint)."""
+(a LoRA/QLoRA adapter on the base, or a fully fine-tuned checkpoint), or a trained run alone."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_base", "load_trained", "trained_kind"]
+__all__ = ["load_base", "load_run", "load_trained", "trained_kind"]
 
 
 def load_base(path: str, trust_remote_code: bool = False, dtype: str = "auto") -> Any:
@@ -37,6 +37,13 @@ def trained_kind(path: str | Path) -> str:
     )
 
 
+def _merged(base: Any, adapter: str | Path) -> Any:
+    """``adapter`` merged into ``base`` (which it changes), in eval mode."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, os.fspath(adapter)).merge_and_unload().eval()
+
+
 def load_trained(
     base: Any, path: str | Path, trust_remote_code: bool = False, dtype: str = "auto"
 ) -> Any:
@@ -45,8 +52,16 @@ def load_trained(
     LoRA's extra small matmuls, which dominate CPU generation); a full checkpoint is loaded as
     its own model."""
     if trained_kind(path) == "adapter":
-        from peft import PeftModel
+        return _merged(deepcopy(base), path)
+    return load_base(os.fspath(path), trust_remote_code, dtype)
 
-        copy = deepcopy(base)
-        return PeftModel.from_pretrained(copy, os.fspath(path)).merge_and_unload().eval()
+
+def load_run(
+    path: str | Path, base_model: str | None, trust_remote_code: bool = False,
+    dtype: str = "auto",
+) -> Any:
+    """A trained run on its own: an adapter merged into a fresh load of ``base_model`` (no
+    copy kept), or a full checkpoint."""
+    if trained_kind(path) == "adapter":
+        return _merged(load_base(base_model, trust_remote_code, dtype), path)
     return load_base(os.fspath(path), trust_remote_code, dtype)

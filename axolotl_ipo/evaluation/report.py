@@ -1,4 +1,6 @@
-"""The evaluation's table (text) and plot (PNG) from its metrics.json report."""
+"""The evaluation's table (text) and plot (PNG) from its metrics.json report: base vs trained
+(`format_table`, `plot`), or a run vs a baseline run (`format_comparison`,
+`plot_comparison`)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROWS", "format_table", "plot"]
+__all__ = ["ROWS", "format_comparison", "format_table", "plot", "plot_comparison"]
 
 # (key in ModelMetrics, label, better when)
 ROWS = [
@@ -66,8 +68,8 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(report: dict[str, Any], path: Path) -> Path | None:
-    """Bars per metric (base vs trained) and, when present, the training curves."""
+def _pyplot() -> Any:
+    """matplotlib's pyplot without a display, or None (said) when it is not installed."""
     try:
         import matplotlib
 
@@ -75,6 +77,14 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         print("axolotl-ipo eval: matplotlib is not installed, no plot (pip install matplotlib)")
+        return None
+    return plt
+
+
+def plot(report: dict[str, Any], path: Path) -> Path | None:
+    """Bars per metric (base vs trained) and, when present, the training curves."""
+    plt = _pyplot()
+    if plt is None:
         return None
     models = report["models"]
     curves = report.get("curves")
@@ -117,6 +127,66 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
             ax.set_title("summed log-ratio margin (TRL rewards/margins / beta)")
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def format_comparison(report: dict[str, Any]) -> str:
+    """A run against a baseline run: each one's accuracy, gold NLL and answer length, the
+    difference (the accuracy's with its paired bootstrap 95% interval) and its reading."""
+    runs, diff = report["runs"], report["difference"]
+    run, base = runs["run"], runs["baseline"]
+    acc = diff["accuracy"]
+    lines = [
+        f"held-out comparison: {report['heldout']['prompts']} prompts, answer check "
+        f"`{report['check']}`",
+        f"  run:      {run['path']}" + (f" (adapter on {run['base_model']})"
+                                        if run["base_model"] else " (full model)"),
+        f"  baseline: {base['path']}" + (f" (adapter on {base['base_model']})"
+                                         if base["base_model"] else " (full model)"),
+        f"{'metric':<30}{'run':>10}{'baseline':>10}  difference [95% interval]",
+        f"{'accuracy (' + report['check'] + ')':<30}{_fmt(run['accuracy']):>10}"
+        f"{_fmt(base['accuracy']):>10}  {acc['change']:+.3f} [{acc['low']:+.3f}, "
+        f"{acc['high']:+.3f}]",
+        f"{'gold-answer NLL per token':<30}{_fmt(run['gold_nll']):>10}"
+        f"{_fmt(base['gold_nll']):>10}  {diff['gold_nll']:+.3f}",
+        f"{'answer length (words)':<30}{run['answer_words']:>10.1f}"
+        f"{base['answer_words']:>10.1f}  {diff['answer_words']:+.1f}",
+    ]
+    errors = run["check_errors"] + base["check_errors"]
+    if errors:
+        lines.append(f"the check raised on {errors} answers: their prompts are left out of the "
+                     f"difference ({acc['prompts']} prompts judged for both)")
+    lines.append(f"reading: {report['reading']}")
+    return "\n".join(lines)
+
+
+def plot_comparison(report: dict[str, Any], path: Path) -> Path | None:
+    """Accuracy (with the difference's interval), gold NLL and answer length, run vs
+    baseline."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    runs, acc = report["runs"], report["difference"]["accuracy"]
+    names = list(runs)
+    fig, axes = plt.subplots(1, 3, figsize=(12.6, 4.0), squeeze=False)
+    colours = ["tab:blue", "tab:gray"]
+    ax = axes[0][0]
+    ax.bar(names, [runs[n]["accuracy"] for n in names], 0.6, color=colours)
+    ax.errorbar([2], [acc["change"]], yerr=[[acc["change"] - acc["low"]],
+                [acc["high"] - acc["change"]]], fmt="o", color="black", capsize=6)
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xticks([0, 1, 2], [*names, "run - baseline\n(95% interval)"])
+    ax.set_ylim(min(-0.05, acc["low"] - 0.05), 1.0)
+    ax.set_title(f"held-out accuracy ({report['check']}), {report['heldout']['prompts']} prompts")
+    for ax, key, title in ((axes[0][1], "gold_nll", "gold-answer NLL per token"),
+                           (axes[0][2], "answer_words", "answer length (words)")):
+        ax.bar(names, [runs[n][key] for n in names], 0.6, color=colours)
+        ax.set_title(title)
+    fig.suptitle(report["reading"], fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
