@@ -12,7 +12,7 @@ from axolotl_ipo.errors import UserError
 from axolotl_ipo.evaluation.compare import accuracy, compare, judge, reading, run_metrics
 from axolotl_ipo.evaluation.metrics import paired_bootstrap
 from axolotl_ipo.evaluation.report import format_comparison, plot_comparison
-from axolotl_ipo.evaluation.runs import resolve_run, run_in_folder
+from axolotl_ipo.evaluation.runs import check_tokenizer, resolve_run, run_in_folder
 from axolotl_ipo.evaluation.scoring import AnswerScore
 
 from helpers import (
@@ -89,6 +89,22 @@ def test_an_adapter_that_names_no_base_needs_the_config(tmp_path):
     with pytest.raises(UserError, match="names no base_model_name_or_path; pass the run's YAML"):
         run_in_folder(folder, None, "--baseline")
     assert run_in_folder(folder, "org/m", "--baseline").base_model == "org/m"
+
+
+def test_a_run_with_another_tokenizer_is_refused(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tiny_model import build_tiny_llama
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    same = run_in_folder(tiny_model_dir, None, "--baseline")
+    check_tokenizer(same, tokenizer, "--baseline", False)  # the same tokenizer: accepted
+    other = run_in_folder(build_tiny_llama(tmp_path / "other", vocab_size=300), None,
+                          "--baseline")
+    with pytest.raises(UserError, match=r"its tokenizer \(\d+ tokens\) is not the config's"):
+        check_tokenizer(other, tokenizer, "--baseline", False)
+    bare = _adapter(tmp_path / "bare")  # no tokenizer saved: nothing to compare
+    check_tokenizer(run_in_folder(bare, None, "--baseline"), tokenizer, "--baseline", False)
 
 
 # -- the comparison ---------------------------------------------------------------------------
@@ -248,3 +264,26 @@ def test_eval_baseline_compares_an_ipo_run_with_a_plain_sft_run(tiny_model_dir, 
         f"axolotl-ipo: error: --baseline {tmp_path / 'nowhere'}: no such file or folder; pass "
         "a training run's output_dir or its YAML config"
     )
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--check", "contains"], "--check judges the answers of --baseline's comparison"),
+        (["--baseline", "{other}", "--no-generate"], "leave out --no-generate"),
+        (["--baseline", "{other}", "--check", "nope"], "--check: unknown check 'nope'; use one"),
+        (["--baseline", "{other}", "--check", "none"], "--check none judges every answer wrong"),
+        (["--baseline", "{out}"], "--baseline {out} is the run itself"),
+    ],
+)
+def test_eval_baseline_flag_mistakes_are_one_line(tiny_model_dir, tmp_path, args, message):
+    cfg = write_config(tmp_path, sft_config(tiny_model_dir, tmp_path))
+    paths = {"out": _adapter(tmp_path / "out"), "other": _adapter(tmp_path / "other")}
+    heldout = write_jsonl(tmp_path / "heldout.jsonl", HELDOUT_ROWS)
+    argv = axolotl_ipo("eval", str(cfg), "--data", str(heldout),
+                       *[arg.format(**paths) for arg in args])
+    code, log = run(argv, tmp_path)
+    assert code == 1 and "Traceback" not in log
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("axolotl-ipo: error: ") and message.format(**paths) in last

@@ -22,7 +22,7 @@ from .compare import compare, judge, reading, run_metrics
 from .heldout import HeldOutRows, read_heldout
 from .models import load_run
 from .run import EvalSettings, greedy_answers
-from .runs import TrainedRun
+from .runs import TrainedRun, check_tokenizer
 from .scoring import DEFAULT_SCORE_BATCH, score_answers
 
 __all__ = ["compare_runs"]
@@ -75,6 +75,8 @@ def compare_runs(
 
     check = load_check(check_name)
     tokenizer = load_tokenizer(cfg)
+    for name, flag in zip(RUN_NAMES, ("the run", "--baseline"), strict=True):
+        check_tokenizer(runs[name], tokenizer, flag, bool(cfg.get("trust_remote_code")))
     rows = read_heldout(cfg, heldout_entry, tokenizer, limit=settings.limit)
     if not rows.prompts:
         raise UserError(

@@ -2,13 +2,15 @@
 merged model, a `checkpoint-N` folder in it too), or the YAML config that trained it, whose
 `output_dir` and `base_model` are used (paths relative to the current directory, as Axolotl
 reads them). An adapter's base model is its config's `base_model`, else the
-`base_model_name_or_path` of its `adapter_config.json`."""
+`base_model_name_or_path` of its `adapter_config.json`. A run compared under a config must
+have saved that config's tokenizer (or none)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -16,7 +18,7 @@ from axolotl_ipo.errors import UserError
 
 from .models import trained_kind
 
-__all__ = ["TrainedRun", "resolve_run", "run_in_folder"]
+__all__ = ["TrainedRun", "check_tokenizer", "resolve_run", "run_in_folder"]
 
 CONFIG_SUFFIXES = (".yml", ".yaml")
 
@@ -86,3 +88,19 @@ def resolve_run(spec: str, flag: str) -> TrainedRun:
             "model, or pass that folder"
         )
     return run_in_folder(output_dir, raw.get("base_model"), f"{flag} {path}: output_dir")
+
+
+def check_tokenizer(run: TrainedRun, tokenizer: Any, flag: str, trust_remote_code: bool) -> None:
+    """Refuse a run whose saved tokenizer (Axolotl saves it beside the weights) has another
+    vocabulary than ``tokenizer``: its answers would be scored and decoded with the wrong ids."""
+    if not (run.path / "tokenizer_config.json").is_file():
+        return
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(run.path, trust_remote_code=trust_remote_code)
+    if saved.get_vocab() != tokenizer.get_vocab():
+        raise UserError(
+            f"{flag} {run.path}: its tokenizer ({len(saved)} tokens) is not the config's "
+            f"({len(tokenizer)} tokens); compare runs trained from the same base model and "
+            "tokenizer"
+        )
