@@ -275,12 +275,15 @@ def test_eval_baseline_compares_an_ipo_run_with_a_plain_sft_run(tiny_model_dir, 
         (["--baseline", "{other}", "--check", "nope"], "--check: unknown check 'nope'; use one"),
         (["--baseline", "{other}", "--check", "none"], "--check none judges every answer wrong"),
         (["--baseline", "{out}"], "--baseline {out} is the run itself"),
+        (["--baseline", "{other}", "--type", "chatml"],
+         "--data: held-out data '{data}' with type 'chatml' is not an SFT dataset"),
     ],
 )
 def test_eval_baseline_flag_mistakes_are_one_line(tiny_model_dir, tmp_path, args, message):
     cfg = write_config(tmp_path, sft_config(tiny_model_dir, tmp_path))
-    paths = {"out": _adapter(tmp_path / "out"), "other": _adapter(tmp_path / "other")}
     heldout = write_jsonl(tmp_path / "heldout.jsonl", HELDOUT_ROWS)
+    paths = {"out": _adapter(tmp_path / "out"), "other": _adapter(tmp_path / "other"),
+             "data": heldout}
     argv = axolotl_ipo("eval", str(cfg), "--data", str(heldout),
                        *[arg.format(**paths) for arg in args])
     code, log = run(argv, tmp_path)

@@ -77,7 +77,10 @@ def compare_runs(
     tokenizer = load_tokenizer(cfg)
     for name, flag in zip(RUN_NAMES, ("the run", "--baseline"), strict=True):
         check_tokenizer(runs[name], tokenizer, flag, bool(cfg.get("trust_remote_code")))
-    rows = read_heldout(cfg, heldout_entry, tokenizer, limit=settings.limit)
+    try:
+        rows = read_heldout(cfg, heldout_entry, tokenizer, limit=settings.limit)
+    except ValueError as err:  # e.g. a held-out type the plugin does not read as SFT rows
+        raise UserError(f"--data: {err}") from None
     if not rows.prompts:
         raise UserError(
             f"--data {heldout_entry['path']}: no usable held-out row ({rows.invalid_rows} "
