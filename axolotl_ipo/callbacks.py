@@ -141,10 +141,23 @@ class HeldoutGuardCallback(TrainerCallback):
         self.stop = stop
         self.max_length = max_length
         self.triggered_at: int | None = None
+        self.broken = False  # scoring failed once: the guard is off for the rest of the run
         self._good: dict[str, Any] | None = None
 
-    def _check(self, state, model, tokenizer) -> float:
-        nll = self.rows.gold_nll(model, tokenizer, self.max_length)
+    def _check(self, state, model, tokenizer) -> float | None:
+        if self.broken:
+            return None
+        try:
+            nll = self.rows.gold_nll(model, tokenizer, self.max_length)
+        except Exception as err:  # noqa: BLE001 - a diagnostic must never end the training
+            self.broken = True
+            if state.is_world_process_zero:
+                LOG.warning(
+                    "IPO collapse guard: off for this run, scoring the held-out rows failed on "
+                    "this model (%s: %s); training goes on. `ipo_guard_rows: 0` turns it off.",
+                    type(err).__name__, str(err).splitlines()[0] if str(err) else "",
+                )
+            return None
         verdict = self.state.record(state.global_step, nll)
         if not verdict.over:
             if self.stop and self.triggered_at is None:
@@ -163,7 +176,7 @@ class HeldoutGuardCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         tokenizer = processing_class or kwargs.get("tokenizer")
         nll = self._check(state, model, tokenizer)
-        if state.is_world_process_zero:
+        if nll is not None and state.is_world_process_zero:
             LOG.info(
                 "IPO collapse guard: held-out gold NLL/token %.4g at step %d on %d rows "
                 "(warns above +%.0f%% of its lowest)",
@@ -176,7 +189,10 @@ class HeldoutGuardCallback(TrainerCallback):
             return
         tokenizer = processing_class or kwargs.get("tokenizer")
         was_over = self.triggered_at is not None
-        logs[HELDOUT_NLL] = self._check(state, model, tokenizer)
+        nll = self._check(state, model, tokenizer)
+        if nll is None:
+            return
+        logs[HELDOUT_NLL] = nll
         if self.triggered_at is not None and self.stop and not was_over:
             self._restore(model)
             control.should_training_stop = True

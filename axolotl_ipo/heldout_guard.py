@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 from axolotl_ipo.args import GUARD_MAX_RISE, GUARD_MAX_ROWS, GUARD_SHARE
 
+GUARD_BATCH = 8  # held-out rows per forward pass
+
 T = TypeVar("T")
 
 
@@ -107,20 +109,43 @@ class GuardRows:
         rendered, bad = render_prompts(examples, tokenizer, sequence_len)
         return cls([p.text for p in rendered], [p.example.gold for p in rendered], len(bad))
 
-    def gold_nll(self, model: Any, tokenizer: Any, max_length: int | None) -> float:
-        """Mean NLL per gold-answer token (EOS included, as TRL appends it) under ``model``,
-        scored in eval mode without gradients; the model's mode is put back."""
-        from axolotl_ipo.evaluation.metrics import gold_nll
-        from axolotl_ipo.evaluation.scoring import score_answers
+    def gold_nll(self, model: Any, tokenizer: Any, max_length: int | None,
+                 batch_size: int = GUARD_BATCH) -> float:
+        """Mean NLL per gold-answer token (tokenised as TRL does, EOS included) under ``model``,
+        in eval mode without gradients; the model's mode is put back. One plain forward pass
+        per batch, no KV-cache reuse: it runs under whatever wraps the model in training
+        (PEFT, 4-bit layers, DeepSpeed)."""
+        import torch
 
+        from axolotl_ipo.evaluation.scoring import encode_answers
+
+        encoded = encode_answers(tokenizer, self.prompts, self.golds, max_length)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        device = next(model.parameters()).device
+        total, tokens = 0.0, 0
         training = model.training
         model.eval()
         try:
-            scores = score_answers(model, tokenizer, self.prompts, self.golds,
-                                   max_length=max_length)
+            with torch.no_grad():
+                for start in range(0, len(encoded), batch_size):
+                    batch = encoded[start:start + batch_size]
+                    width = max(len(p) + len(a) for p, a in batch)
+                    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                    mask = torch.zeros((len(batch), width), dtype=torch.long)
+                    scored = torch.zeros((len(batch), width), dtype=torch.bool)
+                    for row, (p, a) in enumerate(batch):
+                        ids[row, : len(p) + len(a)] = torch.tensor(p + a)
+                        mask[row, : len(p) + len(a)] = 1
+                        scored[row, len(p): len(p) + len(a)] = True
+                    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+                    picked = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+                    keep = scored[:, 1:].to(device)
+                    total -= float(picked[keep].sum())
+                    tokens += int(keep.sum())
         finally:
             model.train(training)
-        return gold_nll(scores)
+        return total / tokens if tokens else float("nan")
 
 
 def guard_callback(cfg: Any, examples: Sequence[Any], tokenizer: Any) -> Any:

@@ -64,3 +64,47 @@ def test_a_resumed_run_appends_to_the_metrics_file(tmp_path):
     _log_run(callback, args, TrainerState(), [25.0])  # a new run starts the file again
     records = (tmp_path / METRICS_FILE).read_text().splitlines()
     assert len(records) == 2
+
+
+def test_the_guard_scores_gold_answers_as_the_evaluation_does(tiny_model_dir):
+    """One plain forward per batch (it must run under 4-bit layers and DeepSpeed too) gives the
+    evaluation scorer's NLL per token (KV-cache reuse there), and leaves the model's mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from axolotl_ipo.evaluation.metrics import gold_nll
+    from axolotl_ipo.evaluation.scoring import score_answers
+    from axolotl_ipo.heldout_guard import GuardRows
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
+    prompts = [f"<|im_start|>user\nWhat is {a} + {b}?<|im_end|>\n<|im_start|>assistant\n"
+               for a, b in [(3, 4), (12, 7), (25, 30), (8, 9), (41, 2)]]
+    golds = ["7", "19", "55 is the sum", "17", "43"]
+    rows = GuardRows(prompts, golds)
+    expected = gold_nll(score_answers(model, tokenizer, prompts, golds, max_length=64))
+    assert rows.gold_nll(model, tokenizer, 64, batch_size=2) == pytest.approx(expected, rel=1e-5)
+    assert model.training
+
+
+def test_a_model_the_guard_cannot_score_turns_it_off_in_one_line(caplog):
+    """E.g. bitsandbytes' 4-bit layers on a CPU in eval mode: the run goes on, the guard says
+    once that it is off and logs nothing more."""
+    from axolotl_ipo.callbacks import HELDOUT_NLL, HeldoutGuardCallback
+    from axolotl_ipo.heldout_guard import GuardRows
+
+    class Unscorable(GuardRows):
+        def gold_nll(self, *args, **kwargs):
+            raise RuntimeError("shape '[32, 0]' is invalid for input of size 16\nmore")
+
+    guard = HeldoutGuardCallback(Unscorable(["p"], ["g"]), 0.1, stop=True, max_length=None)
+    args, state, control = TrainingArguments(output_dir="x", report_to=[]), TrainerState(), \
+        TrainerControl()
+    guard.on_train_begin(args, state, control, model=None, processing_class=None)
+    logs = {"loss": 1.0}
+    state.global_step = 1
+    guard.on_log(args, state, control, logs=logs, model=None, processing_class=None)
+    warnings = [r.getMessage() for r in caplog.records if "collapse guard" in r.getMessage()]
+    assert warnings == ["IPO collapse guard: off for this run, scoring the held-out rows failed "
+                        "on this model (RuntimeError: shape '[32, 0]' is invalid for input of "
+                        "size 16); training goes on. `ipo_guard_rows: 0` turns it off."]
+    assert HELDOUT_NLL not in logs and not control.should_training_stop
