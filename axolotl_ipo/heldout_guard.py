@@ -63,8 +63,8 @@ class GuardVerdict:
             f"IPO collapse guard: held-out gold NLL/token rose to {self.nll:.4g} at step "
             f"{self.step}, +{100 * self.rise:.0f}% over its lowest {self.lowest:.4g} (step "
             f"{self.lowest_step}; limit +{100 * self.max_rise:.0f}%, {rows} held-out SFT rows): "
-            "the gold answers are becoming less likely. Fix: raise `ipo_sft_weight` or leave "
-            "`ipo_tau`/`ipo_sft_weight` at their defaults; `ipo_guard_stop: true` stops here "
+            "the gold answers are becoming less likely. Fix: raise `ipo_sft_weight` (the NLL "
+            "term on the gold answers) or train fewer steps; `ipo_guard_stop: true` stops here "
             "and keeps the last good weights."
         )
 
