@@ -210,26 +210,35 @@ def _trained_path(cfg, adapter: str | None) -> Path | None:
     return path
 
 
+def _baseline_flags(args: argparse.Namespace) -> None:
+    """`eval --baseline`'s flag mistakes, found before the config loads."""
+    from axolotl_ipo.checks import KEY, load_check
+
+    if not args.baseline:
+        raise UserError("--check judges the answers of --baseline's comparison: add "
+                        "--baseline RUN, or leave --check out")
+    if args.no_generate:
+        raise UserError("--baseline compares greedy answers: leave out --no-generate")
+    if args.adapter == "none":
+        raise UserError("--adapter none evaluates the base model; --baseline compares two "
+                        "trained runs: pass the run's folder with --adapter or leave it out")
+    if args.check == "none":
+        raise UserError("--check none judges every answer wrong; use normalized, contains, "
+                        "number or module:function")
+    if args.check:
+        try:
+            load_check(args.check)
+        except ValueError as err:
+            raise UserError(f"--check: {str(err).removeprefix(KEY + ': ')}") from None
+
+
 def _eval_baseline(args: argparse.Namespace, cfg, settings, check: str) -> int:
     """`eval --baseline RUN`: the config's trained run against RUN, judged by ``check``."""
-    from axolotl_ipo.checks import KEY, load_check
     from axolotl_ipo.evaluation.baseline import compare_runs
     from axolotl_ipo.evaluation.report import format_comparison, plot_comparison
     from axolotl_ipo.evaluation.runs import resolve_run, run_in_folder
 
-    if args.no_generate:
-        raise UserError("--baseline compares greedy answers: leave out --no-generate")
-    if check == "none":
-        raise UserError("--check none judges every answer wrong; use normalized, contains, "
-                        "number or module:function")
-    try:
-        load_check(check)
-    except ValueError as err:
-        raise UserError(f"--check: {str(err).removeprefix(KEY + ': ')}") from None
     flag = "--adapter" if args.adapter else f"{args.config}: output_dir"
-    if args.adapter == "none":
-        raise UserError("--adapter none evaluates the base model; --baseline compares two "
-                        "trained runs: pass the run's folder with --adapter or leave it out")
     run = run_in_folder(args.adapter or cfg.get("output_dir") or ".", cfg.get("base_model"), flag)
     baseline = resolve_run(args.baseline, "--baseline")
     if run.path.resolve() == baseline.path.resolve():
@@ -251,9 +260,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from axolotl_ipo.evaluation.report import format_table, plot
     from axolotl_ipo.rejection_sampling import sampling_args
 
-    if args.check and not args.baseline:
-        raise UserError("--check judges the answers of --baseline's comparison: add "
-                        "--baseline RUN, or leave --check out")
+    if args.baseline or args.check:
+        _baseline_flags(args)
     cfg = load_config(args.config)
     if not Path(args.data).exists():
         raise SystemExit(f"axolotl-ipo eval: --data {args.data}: no such file")

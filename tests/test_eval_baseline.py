@@ -272,6 +272,7 @@ def test_eval_baseline_compares_an_ipo_run_with_a_plain_sft_run(tiny_model_dir, 
     [
         (["--check", "contains"], "--check judges the answers of --baseline's comparison"),
         (["--baseline", "{other}", "--no-generate"], "leave out --no-generate"),
+        (["--baseline", "{other}", "--adapter", "none"], "--adapter none evaluates the base"),
         (["--baseline", "{other}", "--check", "nope"], "--check: unknown check 'nope'; use one"),
         (["--baseline", "{other}", "--check", "none"], "--check none judges every answer wrong"),
         (["--baseline", "{out}"], "--baseline {out} is the run itself"),
