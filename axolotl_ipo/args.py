@@ -176,12 +176,27 @@ class RejectionSamplingArgs(BaseModel):
 
 
 DEFAULT_TAU = 0.1  # TRL's default beta; used when neither ipo_tau nor rl_beta is set
+# ipo_sft_weight's default is DEFAULT_SFT_WEIGHT_TAU / tau: 20 at the default tau. Why: at step 0
+# IPO's gradient on a chosen answer's token-averaged log-probability is (1/tau) times it, the NLL
+# term's is ipo_sft_weight times it; with ipo_sft_weight = 2/tau the NLL term pulls the gold
+# answers up twice as hard as IPO does at any tau, so the gold answers stay likely while IPO
+# pushes the model's own samples down. Pure IPO at tau 0.1 (1/(2*tau) = 5 nats per token) is the
+# recipe that collapsed in the study (addition -38.5 points, XSum -18.1 against SFT); a small
+# target with a weak NLL term (tau 1.0, weight 1) pulled the gold back down and lengthened the
+# answers. The measurement that chose it: README "Does it help?", benchmarks/skill_study.py.
+DEFAULT_SFT_WEIGHT_TAU = 2.0
+
+
+def default_sft_weight(tau: float) -> float:
+    """`ipo_sft_weight` when the config sets none: DEFAULT_SFT_WEIGHT_TAU / tau."""
+    return DEFAULT_SFT_WEIGHT_TAU / tau
+
 
 # The collapse guard: a seeded slice of the SFT rows held out of training, whose gold answers'
 # NLL per token is scored at step 0 and at every logging step.
 GUARD_MAX_ROWS = 64
 GUARD_SHARE = 0.05  # min(5% of the SFT rows, GUARD_MAX_ROWS); none below 1/GUARD_SHARE rows
-GUARD_MAX_RISE = 0.10  # warn when the held-out gold NLL is this far above its lowest so far
+GUARD_MAX_RISE = 0.10  # warn when the held-out gold NLL is this far above its value at step 0
 
 
 class IPOArgs(BaseModel):
@@ -200,8 +215,11 @@ class IPOArgs(BaseModel):
         ge=0.0,
         description="Weight alpha of TRL's `sft` loss (the NLL of the chosen answer, averaged over "
         "its tokens) added to IPO's: `loss_type: [ipo, sft]`, `loss_weights: [1, alpha]`. Keeps "
-        "the chosen answers likely (Iterative RPO's NLL term). Unset or 0: pure IPO. At step 0 "
-        "the loss is (1/(2*tau))^2 + alpha * chosen NLL.",
+        "the chosen answers likely (Iterative RPO's NLL term). 0: pure IPO. At step 0 the loss "
+        "is (1/(2*tau))^2 + alpha * chosen NLL. Default: "
+        f"{DEFAULT_SFT_WEIGHT_TAU:g}/tau ({default_sft_weight(DEFAULT_TAU):g} at tau "
+        f"{DEFAULT_TAU}), so the NLL term pulls the gold answers up {DEFAULT_SFT_WEIGHT_TAU:g}x "
+        "as hard as IPO does at step 0: pure IPO collapsed in the measurements (README).",
     )
     ipo_guard_rows: int | None = Field(
         default=None,
@@ -217,8 +235,9 @@ class IPOArgs(BaseModel):
         default=None,
         gt=0.0,
         description="The guard warns (one line, once) when the held-out gold NLL per token is "
-        "more than this fraction above its lowest value so far, step 0 included: the gold "
-        f"answers are becoming less likely, IPO's collapse. Default: {GUARD_MAX_RISE}.",
+        "more than this fraction above its value at step 0 (the model training started from): "
+        "the gold answers have become less likely than before, IPO's collapse. Default: "
+        f"{GUARD_MAX_RISE}.",
     )
     ipo_guard_stop: bool | None = Field(
         default=None,
@@ -256,7 +275,7 @@ class IPOArgs(BaseModel):
     @model_validator(mode="after")
     def _solved_rows_need_nll(self) -> IPOArgs:
         sampling = self.rejection_sampling
-        if sampling is not None and sampling.solved == "nll" and not self.ipo_sft_weight:
+        if sampling is not None and sampling.solved == "nll" and self.ipo_sft_weight == 0:
             raise ValueError(
                 "rejection_sampling.solved: nll keeps solved prompts only for the NLL term, "
                 f"but ipo_sft_weight is {self.ipo_sft_weight}; set `ipo_sft_weight` > 0 "

@@ -131,7 +131,7 @@ class HeldoutGuardCallback(TrainerCallback):
     """The collapse guard: scores the held-out SFT rows' gold NLL per token at the start and at
     every training log (`ipo/heldout_gold_nll`, before the reporting integrations see the logs:
     the plugin puts it first), warns in one line, once, when it rises more than ``max_rise``
-    over its lowest value so far, and with ``stop`` ends training there with the trainable
+    over its value at step 0, and with ``stop`` ends training there with the trainable
     weights of the last logging step under the limit put back. Every rank scores (the ranks'
     models are one model; a sharded one needs every rank's forward); rank 0 writes."""
 
@@ -179,7 +179,7 @@ class HeldoutGuardCallback(TrainerCallback):
         if nll is not None and state.is_world_process_zero:
             LOG.info(
                 "IPO collapse guard: held-out gold NLL/token %.4g at step %d on %d rows "
-                "(warns above +%.0f%% of its lowest)",
+                "(warns above +%.0f%% of it)",
                 nll, state.global_step, len(self.rows.prompts), 100 * self.state.max_rise,
             )
 

@@ -28,20 +28,21 @@ def test_the_slice_is_seeded_disjoint_and_in_order():
     assert split_heldout(rows, 0, seed=42) == ([], rows)
 
 
-def test_the_check_compares_with_the_lowest_value_so_far():
+def test_the_check_compares_with_the_start():
     state = GuardState(max_rise=0.10)
     assert not state.record(0, 2.0).over
     assert not state.record(1, 1.0).over  # falling is what SFT does
-    assert not state.record(2, 1.09).over  # +9%: under the limit
-    verdict = state.record(3, 1.15)  # +15% over step 1's 1.0, though below step 0's 2.0
-    assert verdict.over and verdict.lowest == 1.0 and verdict.lowest_step == 1
+    assert not state.record(2, 1.9).over  # a bump back up, still below the start
+    assert not state.record(3, 2.18).over  # +9%: under the limit
+    verdict = state.record(4, 2.3)  # +15% over the start
+    assert verdict.over and verdict.start == 2.0 and verdict.start_step == 0
     assert verdict.rise == pytest.approx(0.15)
     message = verdict.message(rows=12)
-    assert "\n" not in message and "step 3" in message and "+15%" in message
+    assert "\n" not in message and "step 4" in message and "+15%" in message
     assert "ipo_sft_weight" in message and "ipo_guard_stop" in message
-    assert state.summary() == {"heldout_gold_nll_start": 2.0, "heldout_gold_nll_end": 1.15,
+    assert state.summary() == {"heldout_gold_nll_start": 2.0, "heldout_gold_nll_end": 2.3,
                                "heldout_gold_nll_lowest": 1.0,
-                               "heldout_gold_nll_change": pytest.approx(-0.425)}
+                               "heldout_gold_nll_change": pytest.approx(0.15)}
     assert not GuardState().record(0, math.nan).over
 
 
