@@ -235,7 +235,9 @@ def test_smollm2_through_vllm_samples_real_answers(smollm2, tmp_path):
     rows = read_jsonl(data / "nq_open_train.jsonl")[:24]
     sampling = {"backend": "vllm", "max_new_tokens": 32, "temperature": 0.7,
                 "answer_check": "contains", "output_dir": str(tmp_path / "store")}
-    cfg = sft_config(model, tmp_path, rejection_sampling=sampling, sequence_len=512)
+    # ipo_guard_rows 0: all 24 rows are sampled (the collapse guard would hold one out)
+    cfg = sft_config(model, tmp_path, rejection_sampling=sampling, sequence_len=512,
+                     ipo_guard_rows=0)
     cfg["datasets"] = [{"path": str(write_jsonl(tmp_path / "nq.jsonl", rows)), "type": "alpaca"}]
     start = time.monotonic()
     code, log = run(axolotl_ipo("sample", str(write_config(tmp_path, cfg))), tmp_path,
