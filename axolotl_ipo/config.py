@@ -12,7 +12,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from axolotl_ipo.args import DEFAULT_TAU, IPOArgs
+from axolotl_ipo.args import DEFAULT_TAU, IPOArgs, default_sft_weight
 from axolotl_ipo.errors import UserError
 from axolotl_ipo.upstream.axolotl import axolotl_version, native_ipo_keys
 from axolotl_ipo.upstream.trl import ipo_losses
@@ -100,7 +100,14 @@ def _check_loss_keys(cfg: MutableMapping, native: Mapping[str, Any]) -> None:
     if loss_types is not None:
         if isinstance(loss_types, str):
             loss_types = [loss_types]
-        others = [loss for loss in loss_types if loss not in native.get("dpo_loss_type", ["ipo"])]
+        ours = native.get("dpo_loss_type", ["ipo"])
+        others = [loss for loss in loss_types if loss not in ours]
+        if not others and list(loss_types) != ours:
+            raise IPOConfigError(
+                f"dpo_loss_type: {list(loss_types)} differs from what `rl: ipo` trains here "
+                f"({ours}). Remove `dpo_loss_type` (rl: ipo sets it; `ipo_sft_weight` weighs "
+                "the NLL term, `ipo_sft_weight: 0` is pure IPO)."
+            )
         if others:
             raise IPOConfigError(
                 f"dpo_loss_type: {list(loss_types)} mixes other losses into `rl: ipo`. "
@@ -152,6 +159,16 @@ def _resolve_tau(cfg: MutableMapping, args: IPOArgs) -> float:
     return DEFAULT_TAU
 
 
+def _resolve_sft_weight(cfg: MutableMapping, args: IPOArgs, tau: float) -> float:
+    """`ipo_sft_weight` as written; unset, 0 where the config spells pure IPO natively
+    (`dpo_loss_type: [ipo]`), else the default 2/tau."""
+    if args.ipo_sft_weight is not None:
+        return float(args.ipo_sft_weight)
+    if cfg.get("dpo_loss_type") in (["ipo"], "ipo"):
+        return 0.0
+    return default_sft_weight(tau)
+
+
 def normalise(cfg: MutableMapping) -> MutableMapping:
     """Validate the plugin's keys and rewrite `rl: ipo` in place. Inactive configs are untouched.
 
@@ -167,15 +184,17 @@ def normalise(cfg: MutableMapping) -> MutableMapping:
             f"{', '.join(set_keys)} set but `rl: {rl}`: axolotl-ipo only drives IPO. "
             "Add `rl: ipo` to your config, or remove these keys."
         )
-    native = native_ipo_keys(args.ipo_sft_weight)
-    _check_loss_keys(cfg, native)
     tau = _resolve_tau(cfg, args)
+    sft_weight = _resolve_sft_weight(cfg, args, tau)
+    native = native_ipo_keys(sft_weight)
+    _check_loss_keys(cfg, native)
 
     if cfg.get("datasets") is not None and cfg.get("ipo_sft_datasets") is None:
         cfg["ipo_sft_datasets"] = [_plain(ds) for ds in cfg["datasets"]]
     cfg.pop("dpo_beta", None)
     cfg["rl_beta"] = tau
     cfg["ipo_tau"] = tau
+    cfg["ipo_sft_weight"] = sft_weight
     cfg.update(native)
     return cfg
 

@@ -42,7 +42,8 @@ ENV = OFFLINE_ENV
 LOSSES = ("ipo", "dpo")
 # Keys of the main config that this benchmark sets itself (data, loss, schedule, saving).
 REPLACED = {
-    "rl", "ipo_tau", "rl_beta", "dpo_beta", "dpo_loss_type", "datasets", "rejection_sampling",
+    "rl", "ipo_tau", "ipo_sft_weight", "rl_beta", "dpo_beta", "dpo_loss_type", "datasets",
+    "rejection_sampling",
     "dataset_prepared_path", "output_dir", "max_steps", "num_epochs", "learning_rate",
     "save_strategy", "save_steps", "save_only_model", "save_total_limit", "logging_steps",
 }
@@ -88,7 +89,7 @@ def train_config(
         save_total_limit=math.ceil(steps / save_steps),  # Axolotl's default keeps only 4
     )
     if loss == "ipo":
-        cfg.update(rl="ipo", ipo_tau=beta)
+        cfg.update(rl="ipo", ipo_tau=beta, ipo_sft_weight=0.0)  # pure IPO against DPO
     else:  # plain DPO: TRL's default loss_type, sigmoid; the plugin stays inert
         cfg.update(rl="dpo", rl_beta=beta)
     return cfg

@@ -258,8 +258,8 @@ def recipe_keys(kind: str, study: Study) -> dict:
     """The plugin's keys for an IPO recipe: ``ipo``, ``ipo_sft`` (the same plus the NLL term) or
     ``ipo_sft_nll`` (the NLL term on every row: solved prompts kept, `solved: nll`)."""
     keys = ipo_keys(study)
-    if kind in ("ipo_sft", "ipo_sft_nll"):
-        keys["ipo_sft_weight"] = study.sft_weight
+    # `ipo` is pure IPO, whatever the plugin's default NLL weight
+    keys["ipo_sft_weight"] = study.sft_weight if kind in ("ipo_sft", "ipo_sft_nll") else 0.0
     if kind == "ipo_sft_nll":
         keys["rejection_sampling"]["solved"] = "nll"
     return keys

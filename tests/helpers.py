@@ -121,8 +121,9 @@ SFT_ROWS = [
 def sft_config(model_dir: Path, work: Path, **overrides) -> dict:
     """`rl: ipo` on alpaca SFT rows (one invalid): the plugin samples the rejected answers."""
     path = write_jsonl(work / "sft.jsonl", SFT_ROWS)
+    # pure IPO: its starting loss is exactly (1/(2*tau))^2 = 25 (the defaults add an NLL term)
     cfg = base_config(
-        model_dir, work, rl="ipo", ipo_tau=0.1,
+        model_dir, work, rl="ipo", ipo_tau=0.1, ipo_sft_weight=0.0,
         datasets=[{"path": str(path), "type": "alpaca"}],
         rejection_sampling={"max_new_tokens": 12, "batch_size": 3},
     )

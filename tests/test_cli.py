@@ -15,7 +15,9 @@ def test_check_prints_resolved_ipo_settings(tiny_model_dir, tmp_path):
     cfg = write_config(tmp_path, base_config(tiny_model_dir, tmp_path, rl="ipo", ipo_tau=0.25))
     code, log = run(axolotl_ipo("check", str(cfg)), tmp_path)
     assert code == 0, log[-2000:]
-    assert "rl: dpo" in log and "dpo_loss_type: ['ipo']" in log
+    # the default NLL term: weight 2/tau = 8 at tau 0.25
+    assert "rl: dpo" in log and "dpo_loss_type: ['ipo', 'sft']" in log
+    assert "ipo_sft_weight: 8.0" in log
     assert "ipo_tau (beta): 0.25" in log and "ipo_target_margin 1/(2*tau): 2.0" in log
 
 
@@ -32,7 +34,7 @@ def test_check_names_a_missing_plugin_where_axolotl_needs_it_listed(tiny_model_d
     cfg = write_config(tmp_path, raw)
     code, log = run(axolotl_ipo("check", str(cfg)), tmp_path)
     if upstream_axolotl.autoloads_entry_point_plugins():
-        assert code == 0 and "dpo_loss_type: ['ipo']" in log, log[-2000:]
+        assert code == 0 and "dpo_loss_type: ['ipo', 'sft']" in log, log[-2000:]
     else:
         assert code == 1 and "add `plugins: [axolotl_ipo.IPOPlugin]`" in log
 

@@ -12,9 +12,24 @@ def ipo_cfg(**keys) -> dict:
 
 
 def test_rl_ipo_becomes_native_dpo_with_ipo_loss():
-    cfg = normalise(ipo_cfg(ipo_tau=0.3))
+    cfg = normalise(ipo_cfg(ipo_tau=0.3, ipo_sft_weight=0))
     assert cfg["rl"] == "dpo" and cfg["dpo_loss_type"] == ["ipo"]
     assert cfg["rl_beta"] == 0.3 and cfg["ipo_tau"] == 0.3
+
+
+@pytest.mark.parametrize(("keys", "tau", "weight"), [
+    ({}, 0.1, 20.0), ({"ipo_tau": 0.5}, 0.5, 4.0), ({"rl_beta": 1.0}, 1.0, 2.0),
+    ({"ipo_sft_weight": 3.0}, 0.1, 3.0),
+])
+def test_the_default_adds_the_nll_term_at_2_over_tau(keys, tau, weight):
+    """With no `ipo_sft_weight` the NLL term pulls the gold answers up twice as hard as IPO at
+    step 0 (weight 2/tau); an explicit tau keeps its meaning, an explicit weight wins."""
+    cfg = normalise(ipo_cfg(**keys))
+    assert cfg["ipo_tau"] == tau and cfg["ipo_sft_weight"] == weight
+    assert trainer_loss_args(cfg) == {"loss_type": ["ipo", "sft"], "loss_weights": [1.0, weight],
+                                      "beta": tau}
+    snapshot = dict(cfg)
+    assert normalise(cfg) == snapshot  # idempotent: the resolved weight is written
 
 
 def test_normalising_twice_changes_nothing():
@@ -32,9 +47,9 @@ def test_sft_weight_adds_trls_sft_loss_on_the_chosen_answer():
                                       "beta": 0.1}
 
 
-@pytest.mark.parametrize("weight", [None, 0, 0.0])
-def test_no_sft_weight_is_pure_ipo(weight):
-    cfg = normalise(ipo_cfg(**({} if weight is None else {"ipo_sft_weight": weight})))
+@pytest.mark.parametrize("weight", [0, 0.0])
+def test_a_zero_sft_weight_is_pure_ipo(weight):
+    cfg = normalise(ipo_cfg(ipo_sft_weight=weight))
     assert cfg["dpo_loss_type"] == ["ipo"] and "dpo_loss_weights" not in cfg
     assert trainer_loss_args(cfg) == {"loss_type": ["ipo"], "beta": 0.1}
 
@@ -86,8 +101,11 @@ def test_native_keys_follow_the_installed_axolotl():
          ["dpo_label_smoothing: 0.1 cannot be used with IPO", "Remove `dpo_label_smoothing`"]),
         ({"dpo_loss_type": ["ipo", "sigmoid"]},
          ["dpo_loss_type: ['ipo', 'sigmoid'] mixes other losses", "Remove `dpo_loss_type`"]),
-        ({"dpo_loss_type": ["sft"]}, ["dpo_loss_type: ['sft']"]),
-        ({"dpo_loss_type": ["ipo", "sft"]}, ["mixes other losses", "ipo_sft_weight"]),
+        ({"dpo_loss_type": ["sft"]}, ["dpo_loss_type: ['sft'] differs", "ipo_sft_weight"]),
+        ({"ipo_sft_weight": 1.0, "dpo_loss_type": ["ipo"]},
+         ["dpo_loss_type: ['ipo'] differs", "ipo_sft_weight: 0"]),
+        ({"ipo_sft_weight": 0, "dpo_loss_type": ["ipo", "sft"]},
+         ["dpo_loss_type: ['ipo', 'sft'] mixes other losses", "Remove `dpo_loss_type`"]),
         ({"ipo_sft_weight": 0.1, "dpo_loss_weights": [1.0, 0.2]},
          ["dpo_loss_weights: [1.0, 0.2] cannot be used", "ipo_sft_weight"]),
         ({"ipo_sft_weight": -0.5},
@@ -121,6 +139,7 @@ def test_plugin_keys_without_rl_ipo_are_an_error(rl):
 def test_native_spelling_with_plugin_keys_is_accepted():
     cfg = normalise({"base_model": "m", "rl": "dpo", "dpo_loss_type": ["ipo"], "ipo_tau": 0.2})
     assert cfg["rl_beta"] == 0.2
+    assert cfg["ipo_sft_weight"] == 0.0 and cfg["dpo_loss_type"] == ["ipo"]  # pure, as written
 
 
 def test_sft_entries_with_nested_mappings_pass_axolotl_validation(monkeypatch):
@@ -161,9 +180,9 @@ def test_vllm_settings_reach_the_engine():
 
 @pytest.mark.parametrize(
     ("keys", "message"),
-    [({"rejection_sampling": {"solved": "nll", "answer_check": "number"}},
+    [({"ipo_sft_weight": 0, "rejection_sampling": {"solved": "nll", "answer_check": "number"}},
       "rejection_sampling.solved: nll keeps solved prompts only for the NLL term, but "
-      "ipo_sft_weight is None; set `ipo_sft_weight` > 0"),
+      "ipo_sft_weight is 0.0; set `ipo_sft_weight` > 0"),
      ({"ipo_sft_weight": 1.0, "rejection_sampling": {"solved": "nll"}},
       "rejection_sampling.solved: nll needs an answer_check")],
     ids=["no_sft_weight", "no_check"],

@@ -72,11 +72,13 @@ def saved_heldout_nll(model_dir, cfg, out):
 
 def test_a_healthy_run_stays_silent_and_logs_its_curve(tiny_model_dir, tmp_path):
     cfg = guard_config(tiny_model_dir, tmp_path, learning_rate=0.01)
-    cfg.pop("ipo_tau")  # the defaults
+    cfg.pop("ipo_tau"), cfg.pop("ipo_sft_weight")  # the defaults
     code, log = run(axolotl("train", write_config(tmp_path, cfg)), tmp_path)
     assert code == 0, log[-3000:]
     assert WARNING not in log
     out = tmp_path / "out"
+    begin, _ = read_metrics(out)  # the defaults: IPO at tau 0.1 + the NLL term at 2/tau
+    assert begin["loss_type"] == ["ipo", "sft"] and begin["loss_weights"] == [1.0, 20.0]
     curve = heldout_curve(out)
     assert [step for step, _ in curve] == list(range(0, 9))  # step 0: train_begin
     end = read_jsonl(out / "ipo_metrics.jsonl")[-1]

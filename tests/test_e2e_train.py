@@ -11,7 +11,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.parametrize("tau", [0.1, 0.5])
 def test_rl_ipo_trains_with_ipo_loss(tiny_model_dir, tmp_path, tau):
-    cfg = write_config(tmp_path, base_config(tiny_model_dir, tmp_path, rl="ipo", ipo_tau=tau))
+    cfg = write_config(tmp_path, base_config(tiny_model_dir, tmp_path, rl="ipo", ipo_tau=tau,
+                                                  ipo_sft_weight=0))
     code, log = run(axolotl("train", cfg), tmp_path)
     assert code == 0, log[-3000:]
     out = tmp_path / "out"
@@ -25,7 +26,8 @@ def test_rl_ipo_trains_with_ipo_loss(tiny_model_dir, tmp_path, tau):
 
 
 def test_accelerate_launch(tiny_model_dir, tmp_path):
-    cfg = write_config(tmp_path, base_config(tiny_model_dir, tmp_path, rl="ipo", ipo_tau=0.1))
+    cfg = write_config(tmp_path, base_config(tiny_model_dir, tmp_path, rl="ipo", ipo_tau=0.1,
+                                                  ipo_sft_weight=0))
     argv = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
             "-m", "axolotl.cli.train", str(cfg)]
     code, log = run(argv, tmp_path)

@@ -41,10 +41,14 @@ def validate(path: Path, monkeypatch) -> tuple[dict, dict, type]:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=ids(CONFIGS))
 def test_example_config_validates(path, monkeypatch):
-    _, validated, _ = validate(path, monkeypatch)
+    raw, validated, _ = validate(path, monkeypatch)
     assert is_active(validated)
-    assert validated.rl == "dpo" and validated.dpo_loss_type == ["ipo"]
-    assert validated.rl_beta == validated.ipo_tau
+    assert validated.rl == "dpo" and validated.rl_beta == validated.ipo_tau
+    if raw.get("ipo_sft_weight") == 0:  # pure IPO, as the example says
+        assert validated.dpo_loss_type == ["ipo"]
+    else:  # the default NLL term: weight 2/tau
+        assert validated.dpo_loss_type == ["ipo", "sft"]
+        assert validated.dpo_loss_weights == [1.0, pytest.approx(2 / validated.ipo_tau)]
     if path in GPU_CONFIGS:
         assert validated.bf16 is True
     else:  # bf16 "auto" silently resolves to fp16 on CPU

@@ -162,7 +162,8 @@ def test_tier2_configs_validate_as_on_one_gpu(step, tiny_model_dir, tmp_path, mo
     monkeypatch.setattr(PluginManager, "_instance", None)
     validated, schema = axolotl_config.validate(raw, n_gpu=1)
     assert axolotl_config.unknown_or_deprecated_keys(raw, schema) == {}
-    assert validated.rl == "dpo" and validated.dpo_loss_type == ["ipo"] and validated.bf16 is True
+    assert validated.rl == "dpo" and validated.bf16 is True
+    assert validated.dpo_loss_type == ["ipo", "sft"]  # the defaults: the NLL term at 2/tau
     backend = "vllm" if step == "axolotl-vllm" else "transformers"
     assert validated.rejection_sampling["backend"] == backend
     assert (validated.adapter == "qlora") == (step in ("axolotl-qlora", "axolotl-vllm"))

@@ -42,8 +42,11 @@ def test_shortened_main_job_on_smollm2(smollm2, tmp_path):
     assert {p["generator"] for p in pairs} == {f"transformers:{model_dir}"}
     assert all(p["chosen"].endswith("<|im_end|>") and p["rejected"] != p["chosen"] for p in pairs)
     begin, steps = read_metrics(tmp_path / "out")
-    assert begin["loss_type"] == ["ipo"] and begin["beta"] == pytest.approx(0.1)
-    assert len(steps) == 3 and steps[0]["loss"] == pytest.approx(25.0, abs=1e-3)
+    # the defaults: IPO at tau 0.1 plus the NLL term at weight 2/tau = 20; at step 0 the loss
+    # is IPO's 25 plus 20 x the chosen answers' NLL per token
+    assert begin["loss_type"] == ["ipo", "sft"] and begin["beta"] == pytest.approx(0.1)
+    assert begin["loss_weights"] == [1.0, pytest.approx(20.0)]
+    assert len(steps) == 3 and steps[0]["loss"] > 25.0
 
     argv = axolotl_ipo("eval", str(config), "--data", str(heldout), "--max-new-tokens", "16")
     code, log = run(argv, tmp_path, timeout=900)

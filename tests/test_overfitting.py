@@ -30,7 +30,9 @@ def configs(tmp_path: Path) -> dict[str, dict]:
 def test_ipo_and_dpo_configs_differ_only_in_the_loss(tmp_path):
     ipo, dpo = configs(tmp_path).values()
     differing = {key for key in ipo.keys() | dpo.keys() if ipo.get(key) != dpo.get(key)}
-    assert differing == {"rl", "ipo_tau", "rl_beta", "dataset_prepared_path", "output_dir"}
+    assert differing == {"rl", "ipo_tau", "ipo_sft_weight", "rl_beta", "dataset_prepared_path",
+                         "output_dir"}
+    assert ipo["ipo_sft_weight"] == 0.0  # pure IPO against DPO
     assert (ipo["rl"], ipo["ipo_tau"], dpo["rl"], dpo["rl_beta"]) == ("ipo", 0.1, "dpo", 0.1)
     assert "rejection_sampling" not in ipo and "max_steps" in ipo
     assert ipo["datasets"] == [{"path": str(tmp_path / "pairs.jsonl"), "split": "train",

@@ -233,7 +233,7 @@ def test_selfplay_runs_its_recipe_at_its_tau_and_steps_per_round(tmp_path, monke
     plain = skill_study.parse_arm("selfplay_2")
     skill_study.selfplay(plain, study, 2)
     cfg = yaml.safe_load((study.work / "selfplay" / "config.yml").read_text())
-    assert cfg["max_steps"] == 60 and cfg["ipo_tau"] == study.tau and "ipo_sft_weight" not in cfg
+    assert cfg["max_steps"] == 60 and cfg["ipo_tau"] == study.tau and cfg["ipo_sft_weight"] == 0
 
 
 def test_selfplay_after_sft_starts_its_rounds_from_the_merged_sft_model(tmp_path, monkeypatch):
@@ -386,7 +386,8 @@ def test_sft_then_ipo_sft_adds_the_nll_term_to_sft_then_ipo(tmp_path):
     plain = skill_study.arm_config("sft_then_ipo@1.0", study)
     nll = skill_study.arm_config("sft_then_ipo_sft@1.0", study)
     assert nll["base_model"] == plain["base_model"] == str(merged)
-    assert nll.pop("ipo_sft_weight") == study.sft_weight and "ipo_sft_weight" not in plain
+    assert nll.pop("ipo_sft_weight") == study.sft_weight
+    assert plain.pop("ipo_sft_weight") == 0.0  # pure IPO, whatever the plugin's default
     drop = ("output_dir", "dataset_prepared_path")
     assert {k: v for k, v in nll.items() if k not in drop} == {
         k: v for k, v in plain.items() if k not in drop}
@@ -427,8 +428,11 @@ def test_summary_has_paired_intervals():
     arms["ipo"]["rejected_score"] = 0.125
     assert skill_study.table(arms).splitlines()[-1].endswith("| 0.125 |")
     alone = skill_study.table({"x": arms["sft"]}).splitlines()  # no comparison columns
-    assert [line.count("|") for line in alone] == [6, 6, 6]
-    assert alone[0] == "| arm | accuracy | gold NLL/token | words | its rejected answers' score |"
+    assert [line.count("|") for line in alone] == [7, 7, 7]
+    assert alone[0] == ("| arm | accuracy | gold NLL/token | words | preference accuracy | "
+                        "its rejected answers' score |")
+    arms["ipo"]["pref_accuracy"] = 0.9
+    assert "| 3.0 | 0.900 | 0.125 |" in skill_study.table(arms)
 
 
 def test_versus_adds_a_paired_comparison_with_the_arm_named():
@@ -501,8 +505,9 @@ def test_sft_then_ipo_and_selfplay_rounds(tiny_model_dir, tmp_path):
     merged = study.work / "sft" / "model" / "merged"
     cfg = (study.work / "sft_then_ipo" / "config.yml").read_text()
     assert f"base_model: {merged}" in cfg and "rl: ipo" in cfg
-    sampled = list((study.work / "sft_then_ipo" / "prepared").glob("ipo_pairs/*/pairs.jsonl"))
-    assert json.loads(sampled[0].read_text().splitlines()[0])["generator"].endswith(str(merged))
+    sampled = skill_study.pairs_file(study.work / "sft_then_ipo")  # in the shared store
+    assert sampled.parent.parent == study.work / "pair_store"
+    assert json.loads(sampled.read_text().splitlines()[0])["generator"].endswith(str(merged))
     # the control samples the same pairs, then SFT-trains on their rows' gold answers
     control = study.work / "sft_then_sft_wrong"
     assert (control / "pairs" / "pairs.jsonl").read_bytes() == sampled[0].read_bytes()
