@@ -20,9 +20,8 @@ accuracy is its mean over the held-out rows. Arms (the names in the JSON):
                 is the generator of the rejected answers and IPO's reference; a new adapter on it
   dpo           `rl: dpo` on exactly the pairs of `ipo`
   defaults      the plugin at its defaults: `rl: ipo` and the datasets, no other IPO key;
-                sampling keys only for the CPU budget. Every plugin arm has the collapse guard
-                on, as by default: its held-out slice of the training rows (12 of 256) is never
-                trained on, while the SFT arms train on every row
+                sampling keys only for the CPU budget; the collapse guard on (its 12 of 256
+                rows never trained on). The recipe arms have it only with --guard
   sft_then_defaults  the same from the merged `sft` model
   sft_then_ipo_sft  the same plus `ipo_sft_weight` (SPIN's order with Iterative RPO's NLL term)
   sft_then_sft  the equal-steps control for every sft_then_* arm: more plain SFT on all the
@@ -114,6 +113,7 @@ class Study:
     limit: int | None = None  # first N held-out rows
     seed: int = 42
     num_samples: int = 1  # samples per prompt (rejection_sampling.num_samples)
+    guard: bool = False  # the collapse guard in the recipe arms (always on in `defaults`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,9 +239,12 @@ def ipo_keys(study: Study) -> dict:
         sampling["answer_check"] = check
     if study.num_samples != 1:  # a wrong sample for more prompts (Iterative RPO draws many)
         sampling["num_samples"] = study.num_samples
-    return {"plugins": ["axolotl_ipo.IPOPlugin"], "rl": "ipo", "ipo_tau": study.tau,
+    keys = {"plugins": ["axolotl_ipo.IPOPlugin"], "rl": "ipo", "ipo_tau": study.tau,
             "datasets": [{"path": str(study.train), "type": "alpaca"}],
             "rejection_sampling": sampling}
+    if not study.guard:  # every row trained on, as plain SFT and the runs before the guard
+        keys["ipo_guard_rows"] = 0
+    return keys
 
 
 def defaults_keys(study: Study) -> dict:
@@ -768,6 +771,9 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
     p.add_argument("--num-samples", type=int, default=1,
                    help="samples per training prompt until one is judged wrong")
     p.add_argument("--limit", type=int, help="evaluate the first N held-out rows")
+    p.add_argument("--guard", action="store_true",
+                   help="the recipe arms with the collapse guard on, as by default (it holds "
+                        "min(5%%, 64) training rows out); without it they train on every row")
     p.add_argument("--preference", action="store_true",
                    help="also the held-out preference accuracy: gold over a wrong sample of "
                         "the arm's generator, by the arm's log-probabilities per token")
@@ -791,7 +797,7 @@ def parse_args(argv: list[str] | None) -> tuple[Study, list[str], argparse.Names
         p.error(f"--versus: {', '.join(missing)} not in --arms; add it there")
     study = Study(a.train.resolve(), a.heldout.resolve(), a.check, a.work.resolve(),
                   a.base_model, a.steps, a.tau, a.sft_weight, a.learning_rate, a.sequence_len,
-                  a.sample_tokens, a.answer_tokens, a.limit, a.seed, a.num_samples)
+                  a.sample_tokens, a.answer_tokens, a.limit, a.seed, a.num_samples, a.guard)
     return study, arms, a
 
 

@@ -550,3 +550,17 @@ def test_rejected_score_is_the_check_of_each_pairs_rejected_answer_against_its_r
     ])  # row 1's gold is "5 apples": only the first rejected answer is right
     assert skill_study.rejected_score(pairs, study, "<eos>") == {"pairs": 2, "rejected_score": 0.5}
     assert skill_study.rejected_score(pairs, study, "")["rejected_score"] == 0.0
+
+
+def test_the_guard_and_the_defaults_arms(tmp_path):
+    """Recipe arms train on every row unless --guard; the `defaults` arm sets no IPO key at all
+    (the plugin's defaults, the guard on); -wWEIGHT sets an ipo_sft arm's weight."""
+    plain = skill_study.arm_config("ipo_sft@0.1-w20", make_study(tmp_path))
+    assert plain["ipo_guard_rows"] == 0 and plain["ipo_sft_weight"] == 20.0
+    guarded = skill_study.arm_config("ipo_sft@0.1-w20", make_study(tmp_path, guard=True))
+    assert "ipo_guard_rows" not in guarded
+    defaults = skill_study.arm_config("defaults", make_study(tmp_path))
+    assert not {"ipo_tau", "ipo_sft_weight", "ipo_guard_rows"} & set(defaults)
+    assert defaults["rl"] == "ipo" and "answer_check" not in defaults["rejection_sampling"]
+    assert skill_study.parse_arm("defaults@0.5") is None  # the defaults have no tau of their own
+    assert skill_study.parse_arm("ipo@0.1-w2") is None  # only the NLL recipes have a weight
