@@ -81,19 +81,12 @@ def _first_bad_json_line(path: Path) -> tuple[str, str] | None:
 
 
 def dataset_problem(name: str, path: Any) -> str | None:
-    """Why a dataset file could not be loaded, or None when the file itself looks fine."""
-    if not isinstance(path, str):
-        return None
+    """Why a dataset file could not be loaded, or None when the file itself looks fine: what
+    :func:`dataset_file_problem` finds, then a JSON line or item that is no row."""
+    problem = dataset_file_problem(name, path)
+    if problem is not None or not isinstance(path, str):
+        return problem
     file = Path(path).expanduser()
-    if not file.exists():
-        if looks_local(path) or file.suffix:
-            return (
-                f"{name}: no such file or directory; fix `path` (a relative path is read "
-                f"from the directory you run in: {Path.cwd()})."
-            )
-        return None
-    if file.is_file() and not file.read_bytes().strip():
-        return f"{name}: the file is empty; add rows or remove this dataset entry."
     if file.is_file() and file.suffix in JSON_SUFFIXES:
         bad = _first_bad_json_line(file)
         if bad:
