@@ -100,6 +100,9 @@ def test_check_switches_axolotl_telemetry_off_for_itself(monkeypatch):
         seen["track"] = os.environ.get("AXOLOTL_DO_NOT_TRACK")
         raise cli.UserError("stop here")
 
+    # main() sets the quiet log levels in os.environ: a copy keeps them out of this process's
+    # later tests (their subprocesses would inherit LOG_LEVEL=ERROR and lose every warning)
+    monkeypatch.setattr(os, "environ", os.environ.copy())
     monkeypatch.delenv("AXOLOTL_DO_NOT_TRACK", raising=False)
     monkeypatch.setattr(cli, "load_config", load_config)
     assert cli.main(["check", "cfg.yml"]) == 1
