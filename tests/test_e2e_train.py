@@ -37,7 +37,7 @@ def test_accelerate_launch(tiny_model_dir, tmp_path):
 
 
 def test_two_cpu_ranks_train_one_model(tiny_model_dir, tmp_path):
-    overrides = {"rl": "ipo", "ipo_tau": 0.1,
+    overrides = {"rl": "ipo", "ipo_tau": 0.1, "ipo_sft_weight": 0,
                  "plugins": ["axolotl_ipo.IPOPlugin", "rank_probe.RankProbePlugin"]}
     cfg = write_config(tmp_path, base_config(tiny_model_dir, tmp_path, **overrides))
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
