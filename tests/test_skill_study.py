@@ -510,8 +510,8 @@ def test_sft_then_ipo_and_selfplay_rounds(tiny_model_dir, tmp_path):
     assert json.loads(sampled.read_text().splitlines()[0])["generator"].endswith(str(merged))
     # the control samples the same pairs, then SFT-trains on their rows' gold answers
     control = study.work / "sft_then_sft_wrong"
-    assert (control / "pairs" / "pairs.jsonl").read_bytes() == sampled[0].read_bytes()
-    rows = sorted({p["row"] for p in skill_study.read_jsonl(sampled[0])})
+    assert (control / "pairs" / "pairs.jsonl").read_bytes() == sampled.read_bytes()
+    rows = sorted({p["row"] for p in skill_study.read_jsonl(sampled)})
     trained = (control / "wrong_messages.jsonl").read_text().splitlines()
     all_rows = (study.work / "sft_messages.jsonl").read_text().splitlines()
     assert rows and trained == [all_rows[i] for i in rows]
