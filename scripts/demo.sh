@@ -4,7 +4,7 @@
 #   scripts/demo.sh       does `rl: ipo` beat plain SFT on the same rows? Two-digit addition
 #                         (256 training rows built here, 200 held-out): SFT 240 steps, then either
 #                         two `axolotl-ipo selfplay` rounds of 30 steps (gold vs the model's own
-#                         wrong answers: the best `rl: ipo` recipe in docs/skill_study.md) or, the
+#                         wrong answers: the best `rl: ipo` recipe in research/skill_study/README.md) or, the
 #                         control, 60 more plain SFT steps from the same merged model on a new
 #                         adapter; both scored on the held-out rows, with a paired bootstrap
 #                         interval. Everything trains through the Axolotl CLI.
@@ -28,8 +28,8 @@ if [ "${1:-}" = nq ]; then
   exit 0
 fi
 "$venv"/bin/python scripts/prepare_tasks.py --task add
-# the recipe's settings are the study's (docs/skill_study.md, "Two IPO rounds after SFT")
-"$venv"/bin/python benchmarks/skill_study.py --train .cache/data/add_train.jsonl \
+# the recipe's settings are the study's (research/skill_study/README.md, "Two IPO rounds after SFT")
+"$venv"/bin/python research/skill_study/skill_study.py --train .cache/data/add_train.jsonl \
   --heldout .cache/data/add_heldout.jsonl --check number --num-samples 4 --steps 240 \
   --answer-tokens 48 --sample-tokens 48 \
   --arms sft,sft_then_sft-s60,sft_then_selfplay_sft_2@1.0-s30 --versus sft_then_sft-s60 \

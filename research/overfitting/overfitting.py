@@ -1,7 +1,8 @@
 """Overfitting on a real model: IPO vs DPO trained for many epochs on a small fixed set of pairs.
 
-    python benchmarks/overfitting.py --pairs 32 --epochs 8 --save-steps 8 \
-        --plot docs/images/overfitting.png --json docs/overfitting.json
+    python research/overfitting/overfitting.py --pairs 32 --epochs 8 --save-steps 8 \
+        --plot research/overfitting/results/overfitting.png \
+        --json research/overfitting/results/overfitting.json
 
 The pairs are the first N of the main job's (example_configs/smollm2-ipo-cpu.yml) sampled pairs,
 gold answer vs SmolLM2-135M-Instruct's own sample (cached: nothing is sampled), written to a
@@ -33,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from offline_env import OFFLINE_ENV
 
-from axolotl_ipo.rejection_sampling import PAIRS_TYPE
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # offline_env: what benchmarks and tests run in
+from offline_env import OFFLINE_ENV  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from axolotl_ipo.rejection_sampling import PAIRS_TYPE  # noqa: E402
+
 ENV = OFFLINE_ENV
 LOSSES = ("ipo", "dpo")
 # Keys of the main config that this benchmark sets itself (data, loss, schedule, saving).

@@ -1,7 +1,7 @@
 """Train the main job's config for a grid of tau and step counts, evaluate each run on the
 held-out split, and print one table (base model first).
 
-    python benchmarks/ipo_sweep.py --runs 0.1:10,0.1:30,0.5:10 [--config ...] [--json FILE]
+    python research/tau_sweep/ipo_sweep.py --runs 0.1:10,0.1:30,0.5:10 [--config ...] [--json FILE]
 
 Every run goes through `python -m axolotl.cli.train` and `axolotl-ipo eval`, exactly like the
 README's first command. The sampled training pairs and the base model's held-out scores are
@@ -19,9 +19,11 @@ import time
 from pathlib import Path
 
 import yaml
-from offline_env import OFFLINE_ENV
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # offline_env: what benchmarks and tests run in
+from offline_env import OFFLINE_ENV  # noqa: E402
+
 ENV = {**os.environ, **OFFLINE_ENV}
 METRICS = [
     ("preference_accuracy", "pref. acc. (implicit reward)"),

@@ -1,6 +1,7 @@
 """Task scores of finished evaluations, with the length control and paired intervals.
 
-    python benchmarks/task_scores.py outputs/smollm2-ipo-cpu/ipo_eval outputs/ipo_sweep/*/ipo_eval
+    python research/tau_sweep/task_scores.py outputs/smollm2-ipo-cpu/ipo_eval \
+        outputs/ipo_sweep/*/ipo_eval
 
 Reads each directory's `predictions_base.jsonl` and `predictions_trained.jsonl` (written by
 `axolotl-ipo eval`; nothing is loaded or generated) and prints, per run: mean answer length in

@@ -1,5 +1,5 @@
-"""benchmarks/overfitting.py without a model: the IPO and DPO configs (through Axolotl's own
-validation), checkpoint discovery, TRL's logs, the metrics and the table."""
+"""research/overfitting/overfitting.py without a model: the IPO and DPO configs (through Axolotl's
+own validation), checkpoint discovery, TRL's logs, the metrics and the table."""
 
 import json
 import math
@@ -14,7 +14,7 @@ import axolotl_config
 from helpers import REPO, load_script
 
 MAIN = yaml.safe_load((REPO / "example_configs" / "smollm2-ipo-cpu.yml").read_text())
-overfitting = load_script("benchmarks/overfitting.py")
+overfitting = load_script("research/overfitting/overfitting.py")
 
 
 def configs(tmp_path: Path) -> dict[str, dict]:

@@ -5,8 +5,9 @@ over the rows (a row's replicates move together, so seeds are not counted as ext
 That interval holds the trained models fixed; `seed_ci` is the one for a new training run: a t
 interval over the replicates' own changes (their spread is the seed-to-seed variation).
 
-    python benchmarks/pool_replicates.py docs/skill_study_add240.json \\
-        docs/skill_study_add240_seed7.json --arm sft_then_ipo_sft@1.0-s60 \\
+    python research/skill_study/pool_replicates.py \\
+        research/skill_study/results/skill_study_add240.json \\
+        research/skill_study/results/skill_study_add240_seed7.json --arm sft_then_ipo_sft@1.0-s60 \\
         --versus sft-s300 --versus sft [--json OUT]
 
 `--arm` may repeat too (every arm against every versus). `--plot PNG` draws the comparisons:
@@ -28,7 +29,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 

@@ -1,4 +1,5 @@
-"""benchmarks/bandit.py: its losses equal TRL's DPOTrainer, and its runs reproduce the paper."""
+"""research/bandits/bandit.py: its losses equal TRL's DPOTrainer, and its runs reproduce the
+paper."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 
 from helpers import load_script
 
-bandit = load_script("benchmarks/bandit.py")
+bandit = load_script("research/bandits/bandit.py")
 TRL_LOSS_TYPE = {"ipo": "ipo", "dpo": "sigmoid"}
 ACTIONS = ["a", "b", "c"]
 

@@ -2,7 +2,7 @@
 Axolotl CLI on identical rows with equal optimizer steps and the same LoRA settings and seed,
 then score every arm's greedy answers on a held-out split with the task's check.
 
-    python benchmarks/skill_study.py --train FILE --heldout FILE
+    python research/skill_study/skill_study.py --train FILE --heldout FILE
         --check number|contains|normalized|rouge|MODULE:FN [--arms base,sft,ipo,...]
         [--steps 60] [--tau 0.1] [--base-model PATH] --json OUT [--plot PNG] [--work DIR]
 
@@ -72,9 +72,11 @@ import time
 from pathlib import Path
 
 import yaml
-from offline_env import OFFLINE_ENV
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # offline_env: what benchmarks and tests run in
+from offline_env import OFFLINE_ENV  # noqa: E402
+
 ARMS = ("base", "sft", "sft_cosine", "ipo", "ipo_sft", "sft_then_ipo", "sft_then_ipo_sft",
         "sft_then_sft", "sft_then_sft_wrong", "dpo", "defaults", "sft_then_defaults")
 DEFAULTS = ("defaults", "sft_then_defaults")  # the plugin's defaults: no IPO key at all
@@ -374,7 +376,7 @@ def run_logged(argv: list[str], log_path: Path, what: str) -> None:
     """Run ``argv`` offline from the repository root (the task checks importable), output to
     ``log_path``; a failure ends the study with one line naming the log."""
     env = {**os.environ, **OFFLINE_ENV}
-    paths = [str(ROOT), str(ROOT / "benchmarks"), env.get("PYTHONPATH")]  # task_checks too
+    paths = [str(ROOT), str(Path(__file__).parent), env.get("PYTHONPATH")]  # task_checks too
     env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"{what} (log: {log_path})", flush=True)

@@ -1,6 +1,6 @@
 """Which training rows the first optimizer steps of Axolotl configs see, and how they overlap.
 
-    python benchmarks/training_order.py CONFIG [CONFIG ...] --steps N [--json]
+    python research/training_order/training_order.py CONFIG [CONFIG ...] --steps N [--json]
 
 Each config's trainer is built as `axolotl train` builds it (Axolotl's dataset loading and
 trainer setup; nothing is trained), in a process of its own, and the first N batches of its
@@ -11,7 +11,7 @@ first and whether the order is the same. The last line is one JSON object with `
 Why: Axolotl shuffles the training rows with the config's `seed` and feeds them in that order,
 so two runs with the same rows and seed train on the same rows in the same order; a restart
 shorter than an epoch therefore trains on the same first rows every time unless its seed
-changes (docs/skill_study.md, "The restart control repeated its rows").
+changes (research/skill_study/README.md, "The restart control repeated its rows").
 """
 
 from __future__ import annotations
@@ -24,7 +24,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-from offline_env import OFFLINE_ENV
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # offline_env: what benchmarks and tests run in
+from offline_env import OFFLINE_ENV  # noqa: E402
+
+
+def sft_trainer(config: str):
+    """The trainer `axolotl train` builds for an SFT config (its datasets loaded, the model and
+    adapter set up), not trained. Axolotl's internals are looked up here, not in the package's
+    adapter (axolotl_ipo/upstream/): only this study needs them; tests/test_training_order.py
+    runs it on every supported release."""
+    from axolotl.cli.args import TrainerCliArgs
+    from axolotl.cli.config import load_cfg
+    from axolotl.common.datasets import load_datasets
+    from axolotl.train import setup_model_and_trainer
+
+    cfg = load_cfg(config)
+    trainer, *_ = setup_model_and_trainer(cfg, load_datasets(cfg=cfg, cli_args=TrainerCliArgs()))
+    return trainer
 
 
 def rows_seen(config: str, steps: int) -> list[str]:
@@ -33,9 +50,7 @@ def rows_seen(config: str, steps: int) -> list[str]:
     import os
 
     os.environ.update(OFFLINE_ENV)
-    from axolotl_ipo.upstream.axolotl import load_cfg, sft_trainer
-
-    trainer = sft_trainer(load_cfg(config))
+    trainer = sft_trainer(config)
     rows = []
     for step, batch in enumerate(trainer.get_train_dataloader()):
         if step == steps:

@@ -1,5 +1,6 @@
-"""benchmarks/skill_study.py: its configs differ only where the arms differ, its ROUGE-L is the
-textbook one, and arms train through the real Axolotl CLI on the tiny model and are scored."""
+"""research/skill_study/skill_study.py: its configs differ only where the arms differ, its ROUGE-L
+is the textbook one, and arms train through the real Axolotl CLI on the tiny model and are
+scored."""
 
 import dataclasses
 import json
@@ -10,7 +11,7 @@ import yaml
 
 from helpers import load_script, write_jsonl
 
-skill_study = load_script("benchmarks/skill_study.py")
+skill_study = load_script("research/skill_study/skill_study.py")
 
 ROWS = [
     {"instruction": f"What is {a} plus {b}?", "input": "", "output": f"{a + b} apples"}

@@ -1,5 +1,5 @@
-"""benchmarks/training_order.py through Axolotl's own dataset loading and trainer setup on the
-tiny model: the training order is a function of the rows and the seed (the reason the study's
+"""research/training_order/training_order.py through Axolotl's own dataset loading and trainer setup
+on the tiny model: the training order is a function of the rows and the seed (the reason the study's
 SFT restarts are reseeded), not of the run's folders."""
 
 import json
@@ -9,8 +9,8 @@ import yaml
 
 from helpers import load_script
 
-training_order = load_script("benchmarks/training_order.py")
-skill_study = load_script("benchmarks/skill_study.py")
+training_order = load_script("research/training_order/training_order.py")
+skill_study = load_script("research/skill_study/skill_study.py")
 
 
 def test_compare_counts_shared_rows_and_order():

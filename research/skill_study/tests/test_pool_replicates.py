@@ -1,4 +1,5 @@
-"""benchmarks/pool_replicates.py: replicates are averaged per held-out row, then compared."""
+"""research/skill_study/pool_replicates.py: replicates are averaged per held-out row, then
+compared."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from helpers import load_script
 
-pool = load_script("benchmarks/pool_replicates.py")
+pool = load_script("research/skill_study/pool_replicates.py")
 
 
 def report(tmp_path, seed, arm, versus):
