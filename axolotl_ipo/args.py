@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from axolotl_ipo.checks import load_check
 
 # Sampling batches are planned by tokens: 8192 holds ~100 NQ-open prompts (SmolLM2's chat template,
-# ~42 tokens, + 32 new) on a CPU, where it sampled 10.8x-12.5x the naive loop (docs/results.md,
+# ~42 tokens, + 32 new) on a CPU, where it sampled 10.8x-12.5x the naive loop (benchmarks/README.md,
 # "Sampling throughput"), and is ~1 GiB of Llama 3.1 8B KV cache on a GPU.
 DEFAULT_BATCH_TOKENS = 8192
 # vLLM schedules its own KV cache: by default it is handed this many prompts per call instead.
@@ -183,7 +183,8 @@ DEFAULT_TAU = 0.1  # TRL's default beta; used when neither ipo_tau nor rl_beta i
 # pushes the model's own samples down. Pure IPO at tau 0.1 (1/(2*tau) = 5 nats per token) is the
 # recipe that collapsed in the study (addition -38.5 points, XSum -18.1 against SFT); a small
 # target with a weak NLL term (tau 1.0, weight 1) pulled the gold back down and lengthened the
-# answers. The measurement that chose it: README "Does it help?", benchmarks/skill_study.py.
+# answers. The measurement that chose it: README "Does it help?",
+# research/skill_study/skill_study.py.
 DEFAULT_SFT_WEIGHT_TAU = 2.0
 
 

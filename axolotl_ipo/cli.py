@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "float32", "bfloat16", "float16"),
         help="precision of both models (auto: bf16 on a GPU, fp32 on CPU; float32 on a GPU "
         "gives fp32 scores; bfloat16 on a CPU measured 1.15x faster with scores that moved "
-        "more than the effects measured: docs/results.md)",
+        "more than the effects measured: benchmarks/README.md)",
     )
     evaluate.add_argument(
         "--baseline",

@@ -1,11 +1,11 @@
 """The collapse guard: a seeded slice of the user's SFT rows, kept out of the pairs, whose gold
 answers' NLL per token is watched while IPO trains.
 
-IPO's collapse has a signature (docs/skill_study.md): the gold answers become less likely while
-the margin grows. Plain SFT lowers this NLL; a recipe that raises it above its value at the start
-makes the gold answers less likely than the model it started from did. The slice is chosen
-before sampling, so its rows are never trained on, and it is the same on every rank and in
-every run with the same rows and seed.
+IPO's collapse has a signature (research/skill_study/README.md): the gold answers become less
+likely while the margin grows. Plain SFT lowers this NLL; a recipe that raises it above its
+value at the start makes the gold answers less likely than the model it started from did. The
+slice is chosen before sampling, so its rows are never trained on, and it is the same on every
+rank and in every run with the same rows and seed.
 """
 
 from __future__ import annotations

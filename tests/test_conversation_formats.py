@@ -1,5 +1,6 @@
-"""The README's ShareGPT- and OpenAI-shaped `chat_template` datasets, multi-turn, through
-Axolotl's own config loader and `axolotl-ipo sample` on the installed release."""
+"""The usage guide's (docs/usage.md) ShareGPT- and OpenAI-shaped `chat_template` datasets,
+multi-turn, through Axolotl's own config loader and `axolotl-ipo sample` on the installed
+release."""
 
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ import yaml
 from helpers import REPO, axolotl_ipo, base_config, read_jsonl, run, write_config, write_jsonl
 
 pytestmark = pytest.mark.e2e
-README = REPO / "README.md"
+README = REPO / "docs" / "usage.md"  # the README links to it
 
 SHAREGPT_ROW = {"conversations": [
     {"from": "system", "value": "Answer briefly."},
@@ -28,7 +29,7 @@ OPENAI_ROW = {"messages": [
 
 
 def readme_conversation_datasets() -> list[dict]:
-    """The YAML block of the README that shows `field_messages: conversations`."""
+    """The YAML block of docs/usage.md that shows `field_messages: conversations`."""
     blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     (block,) = [b for b in blocks if "field_messages: conversations" in b]
     return yaml.safe_load(block)["datasets"]

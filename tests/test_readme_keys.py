@@ -1,12 +1,13 @@
-"""The README's key table is the args model's keys and defaults: a key added, renamed or given a
-new default in axolotl_ipo/args.py without the README fails here."""
+"""The key table of the usage guide (docs/usage.md, linked from the README) is the args model's
+keys and defaults: a key added, renamed or given a new default in axolotl_ipo/args.py without
+that table fails here."""
 
 import re
 from pathlib import Path
 
 from axolotl_ipo.args import IPOArgs, RejectionSamplingArgs
 
-README = Path(__file__).parents[1] / "README.md"
+README = Path(__file__).parents[1] / "docs" / "usage.md"  # the README links to it
 INTERNAL = {"ipo_sft_datasets", "rejection_sampling"}  # saved by the plugin / the section itself
 
 

@@ -148,3 +148,19 @@ def test_the_installed_release_is_probed_for_its_own_lora_seeding():
 
     minor = tuple(int(part) for part in version("axolotl").split(".")[:2])
     assert upstream_axolotl.seeds_lora_init() is (minor >= (0, 21))
+
+
+def test_the_package_imports_nothing_from_research_or_benchmarks():
+    """The studies (research/) and the benchmarks are fenced off: the package runs without them."""
+    repo = PACKAGE.parent
+    scripts = {p.stem for folder in ("research", "benchmarks")
+               for p in (repo / folder).rglob("*.py")}
+    fenced = {"research", "benchmarks"} | scripts
+    found = []
+    for source in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            found += [f"{source.name}: {n}" for n in names if n.split(".")[0] in fenced]
+    assert not found, f"the package imports research or benchmark code: {found}"

@@ -2,10 +2,10 @@
 
 On CPU ``torch.multinomial(probs, 1)`` draws one exponential variate per vocabulary entry and
 row (``aten::exponential_``): about 11% of the sampler's time on a 49k vocabulary
-(docs/sampling_profile.md). Inverse-CDF sampling draws one uniform per row instead: the token is
-the first whose cumulative probability reaches it, which is exactly a draw from the same
-categorical distribution. :class:`InverseCdfSampler` does that as the last logits processor and
-leaves only the drawn token finite, so ``generate``'s greedy step picks it.
+(benchmarks/results/sampling_profile.md). Inverse-CDF sampling draws one uniform per row
+instead: the token is the first whose cumulative probability reaches it, which is exactly a draw
+from the same categorical distribution. :class:`InverseCdfSampler` does that as the last logits
+processor and leaves only the drawn token finite, so ``generate``'s greedy step picks it.
 """
 
 from __future__ import annotations
