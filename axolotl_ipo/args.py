@@ -175,17 +175,36 @@ class RejectionSamplingArgs(BaseModel):
         return self
 
 
-DEFAULT_TAU = 0.1  # TRL's default beta; used when neither ipo_tau nor rl_beta is set
-# ipo_sft_weight's default is DEFAULT_SFT_WEIGHT_TAU / tau: 20 at the default tau. Why: at step 0
+DEFAULT_TAU = 0.1  # TRL's default beta; `ipo_tau: auto` falls back to it where it cannot measure
+AUTO_TAU = "auto"  # the default `ipo_tau`: measured from the user's own rows at step 0
+# `ipo_tau: auto` sets IPO's target margin 1/(2*tau) to the held-out gold answers' NLL per token
+# under the starting model plus AUTO_MARGIN_OVER_NLL nats. Why: the NLL term (below) carries the
+# chosen side of the margin up by about that NLL as it makes the gold answers likely. A fixed
+# target below it is reached by the NLL term's progress alone, and from there IPO's squared loss
+# pulls the margin back: it makes the gold answers less likely and the model's own samples more
+# likely, fighting the NLL term. Measured (Axolotl 0.21, SmolLM2-135M, 60 steps, seed 42, from
+# the base model): on CommonsenseQA (gold NLL 7.3 per token at the start) tau 0.1 (target 5)
+# left the gold answers 44% less likely (NLL 1.195 against SFT's 0.828) and preferred the base
+# model's wrong answers to the gold on 33% of held-out rows where SFT preferred the gold on all.
+# On addition (start 3.5) the target 5 was never reached and tau 0.1 did no harm. With the target
+# above the start NLL, IPO only ever pushes the model's own samples down (at least 1 nat per
+# token below the reference once the gold is certain), whatever the task and the model:
+# research/defaults/README.md.
+AUTO_MARGIN_OVER_NLL = 1.0
+# ipo_sft_weight's default is DEFAULT_SFT_WEIGHT_TAU / tau: 20 at tau 0.1. Why: at step 0
 # IPO's gradient on a chosen answer's token-averaged log-probability is (1/tau) times it, the NLL
 # term's is ipo_sft_weight times it; with ipo_sft_weight = 2/tau the NLL term pulls the gold
 # answers up twice as hard as IPO does at any tau, so the gold answers stay likely while IPO
 # pushes the model's own samples down. Pure IPO at tau 0.1 (1/(2*tau) = 5 nats per token) is the
 # recipe that collapsed in the study (addition -38.5 points, XSum -18.1 against SFT); a small
 # target with a weak NLL term (tau 1.0, weight 1) pulled the gold back down and lengthened the
-# answers. The measurement that chose it: README "Does it help?",
-# research/skill_study/skill_study.py.
+# answers (research/skill_study/README.md).
 DEFAULT_SFT_WEIGHT_TAU = 2.0
+
+
+def auto_tau(start_nll: float) -> float:
+    """`ipo_tau: auto`'s tau: 1 / (2 * (start_nll + AUTO_MARGIN_OVER_NLL))."""
+    return 1.0 / (2.0 * (max(start_nll, 0.0) + AUTO_MARGIN_OVER_NLL))
 
 
 def default_sft_weight(tau: float) -> float:
@@ -203,12 +222,13 @@ GUARD_MAX_RISE = 0.10  # warn when the held-out gold NLL is this far above its v
 class IPOArgs(BaseModel):
     """Top-level keys (Axolotl drops unknown per-dataset keys in RL mode)."""
 
-    ipo_tau: float | None = Field(
+    ipo_tau: float | Literal["auto"] | None = Field(
         default=None,
-        gt=0.0,
         description="IPO's regularisation tau (Azar et al. 2023, Eq. 17): the loss pulls the "
         "token-averaged log-ratio margin towards 1/(2*tau). It is TRL's `beta`; setting it "
-        f"sets `rl_beta`. Default: `rl_beta` if given, else {DEFAULT_TAU}.",
+        "sets `rl_beta`. `auto` (the default when neither it nor `rl_beta` is set): measured at "
+        "step 0, 1/(2*tau) = the held-out gold answers' NLL per token under the starting model + "
+        f"{AUTO_MARGIN_OVER_NLL:g} (needs the collapse guard's rows; {DEFAULT_TAU} without them).",
     )
     # None, not 0.0: Axolotl writes plugin defaults into every validated config (inertness)
     ipo_sft_weight: float | None = Field(
@@ -218,9 +238,10 @@ class IPOArgs(BaseModel):
         "its tokens) added to IPO's: `loss_type: [ipo, sft]`, `loss_weights: [1, alpha]`. Keeps "
         "the chosen answers likely (Iterative RPO's NLL term). 0: pure IPO. At step 0 the loss "
         "is (1/(2*tau))^2 + alpha * chosen NLL. Default: "
-        f"{DEFAULT_SFT_WEIGHT_TAU:g}/tau ({default_sft_weight(DEFAULT_TAU):g} at tau "
-        f"{DEFAULT_TAU}), so the NLL term pulls the gold answers up {DEFAULT_SFT_WEIGHT_TAU:g}x "
-        "as hard as IPO does at step 0: pure IPO collapsed in the measurements (README).",
+        f"{DEFAULT_SFT_WEIGHT_TAU:g}/tau, with `ipo_tau: auto` the tau it measures "
+        f"({default_sft_weight(DEFAULT_TAU):g} at tau {DEFAULT_TAU}), so the NLL term pulls "
+        f"the gold answers up {DEFAULT_SFT_WEIGHT_TAU:g}x as hard as IPO does at step 0: pure "
+        "IPO collapsed in the measurements (README).",
     )
     ipo_guard_rows: int | None = Field(
         default=None,
@@ -259,12 +280,12 @@ class IPOArgs(BaseModel):
     @classmethod
     def _positive_tau(cls, tau: Any) -> Any:
         """Our own one-line messages, ahead of pydantic's coercion and its `gt` check."""
-        if tau is None:
+        if tau is None or tau == AUTO_TAU:
             return tau
         if isinstance(tau, bool) or not isinstance(tau, (int, float)):
             raise ValueError(
-                f"ipo_tau must be a number, got {tau!r}: "
-                f"write for example `ipo_tau: {DEFAULT_TAU}`."
+                f"ipo_tau must be a number or `{AUTO_TAU}`, got {tau!r}: "
+                f"write for example `ipo_tau: {DEFAULT_TAU}`, or remove it (`{AUTO_TAU}`)."
             )
         if tau <= 0:
             raise ValueError(

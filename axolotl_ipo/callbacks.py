@@ -12,6 +12,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from axolotl_ipo.auto_tau import LossSettings
 from axolotl_ipo.heldout_guard import GuardRows, GuardState
 
 METRICS_FILE = "ipo_metrics.jsonl"
@@ -28,9 +29,10 @@ class IPOMetricsCallback(TrainerCallback):
     pulls every pair towards; at step 0 (policy == reference) the loss is its square.
     """
 
-    def __init__(self, output_dir: str, tau: float, guard: HeldoutGuardCallback | None = None):
+    def __init__(self, output_dir: str, settings: LossSettings,
+                 guard: HeldoutGuardCallback | None = None):
         self.path = Path(output_dir) / METRICS_FILE
-        self.tau = tau
+        self.settings = settings  # `ipo_tau: auto` sets its values at step 0
         self.guard = guard
 
     def _append(self, record: dict[str, Any]) -> None:
@@ -48,7 +50,7 @@ class IPOMetricsCallback(TrainerCallback):
         begin = {
             "event": "train_begin",
             "step": state.global_step,
-            "ipo_tau": self.tau,
+            **self.settings.record(),
             "world_size": args.world_size,
             "global_batch_size": args.per_device_train_batch_size
             * args.gradient_accumulation_steps
@@ -67,8 +69,8 @@ class IPOMetricsCallback(TrainerCallback):
             return
         self._append({
             "step": state.global_step,
-            "ipo_tau": self.tau,
-            "ipo_target_margin": 1.0 / (2.0 * self.tau),
+            "ipo_tau": self.settings.tau,
+            "ipo_target_margin": 1.0 / (2.0 * self.settings.tau),
             **logs,
         })
 

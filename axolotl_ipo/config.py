@@ -12,7 +12,14 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from axolotl_ipo.args import DEFAULT_TAU, IPOArgs, default_sft_weight
+from axolotl_ipo.args import (
+    AUTO_MARGIN_OVER_NLL,
+    AUTO_TAU,
+    DEFAULT_SFT_WEIGHT_TAU,
+    DEFAULT_TAU,
+    IPOArgs,
+    default_sft_weight,
+)
 from axolotl_ipo.errors import UserError
 from axolotl_ipo.upstream.axolotl import axolotl_version, native_ipo_keys
 from axolotl_ipo.upstream.trl import ipo_losses
@@ -129,7 +136,8 @@ def _check_loss_keys(cfg: MutableMapping, native: Mapping[str, Any]) -> None:
         )
 
 
-def _resolve_tau(cfg: MutableMapping, args: IPOArgs) -> float:
+def _resolve_tau(cfg: MutableMapping, args: IPOArgs) -> float | str:
+    """tau as written (`ipo_tau`, else `rl_beta`/`dpo_beta`/`trl.beta`), else `auto`."""
     trl_cfg = cfg.get("trl") or {}
     betas = {
         key: value
@@ -140,6 +148,14 @@ def _resolve_tau(cfg: MutableMapping, args: IPOArgs) -> float:
         )
         if value is not None
     }
+    if args.ipo_tau == AUTO_TAU:
+        if betas:
+            key, value = next(iter(betas.items()))
+            raise IPOConfigError(
+                f"ipo_tau: {AUTO_TAU} and {key}: {value} disagree; both set IPO's tau (TRL's "
+                f"beta). Keep one: remove `{key}`, or write its value as `ipo_tau`."
+            )
+        return AUTO_TAU
     if args.ipo_tau is not None:  # > 0: IPOArgs checks it
         for key, value in betas.items():
             if float(value) != float(args.ipo_tau):
@@ -156,17 +172,31 @@ def _resolve_tau(cfg: MutableMapping, args: IPOArgs) -> float:
         if float(value) <= 0:
             raise IPOConfigError(f"{key} must be > 0 for IPO, got {value}; write `ipo_tau: 0.1`.")
         return float(value)
-    return DEFAULT_TAU
+    return AUTO_TAU
 
 
-def _resolve_sft_weight(cfg: MutableMapping, args: IPOArgs, tau: float) -> float:
+def _resolve_sft_weight(cfg: MutableMapping, args: IPOArgs, tau: float | str) -> float | None:
     """`ipo_sft_weight` as written; unset, 0 where the config spells pure IPO natively
-    (`dpo_loss_type: [ipo]`), else the default 2/tau."""
+    (`dpo_loss_type: [ipo]`), else the default 2/tau: None with `ipo_tau: auto` (it follows
+    the tau measured at step 0)."""
     if args.ipo_sft_weight is not None:
         return float(args.ipo_sft_weight)
     if cfg.get("dpo_loss_type") in (["ipo"], "ipo"):
         return 0.0
-    return default_sft_weight(tau)
+    return None if tau == AUTO_TAU else default_sft_weight(float(tau))
+
+
+def is_auto_tau(cfg: Mapping[str, Any]) -> bool:
+    """A normalised config whose tau is measured at step 0 (`ipo_tau: auto`)."""
+    return cfg.get("ipo_tau") == AUTO_TAU
+
+
+def loss_settings(cfg: Mapping[str, Any]) -> tuple[float, float]:
+    """(tau, ipo_sft_weight) a normalised config trains with before step 0: with `ipo_tau:
+    auto`, DEFAULT_TAU and its default weight until the measurement replaces them."""
+    tau = DEFAULT_TAU if is_auto_tau(cfg) else float(cfg["ipo_tau"])
+    weight = cfg.get("ipo_sft_weight")
+    return tau, default_sft_weight(tau) if weight is None else float(weight)
 
 
 def normalise(cfg: MutableMapping) -> MutableMapping:
@@ -186,13 +216,14 @@ def normalise(cfg: MutableMapping) -> MutableMapping:
         )
     tau = _resolve_tau(cfg, args)
     sft_weight = _resolve_sft_weight(cfg, args, tau)
-    native = native_ipo_keys(sft_weight)
+    start_tau = DEFAULT_TAU if tau == AUTO_TAU else tau
+    native = native_ipo_keys(default_sft_weight(start_tau) if sft_weight is None else sft_weight)
     _check_loss_keys(cfg, native)
 
     if cfg.get("datasets") is not None and cfg.get("ipo_sft_datasets") is None:
         cfg["ipo_sft_datasets"] = [_plain(ds) for ds in cfg["datasets"]]
     cfg.pop("dpo_beta", None)
-    cfg["rl_beta"] = tau
+    cfg["rl_beta"] = None if tau == AUTO_TAU else tau
     cfg["ipo_tau"] = tau
     cfg["ipo_sft_weight"] = sft_weight
     cfg.update(native)
@@ -200,14 +231,27 @@ def normalise(cfg: MutableMapping) -> MutableMapping:
 
 
 def trainer_loss_args(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """TRL training arguments for IPO [+ alpha * SFT] with beta = tau, whatever the release."""
-    return {**ipo_losses(cfg.get("ipo_sft_weight")), "beta": float(cfg["ipo_tau"])}
+    """TRL training arguments for IPO [+ alpha * SFT] with beta = tau, whatever the release
+    (with `ipo_tau: auto`, the values it starts from; step 0 sets the measured ones)."""
+    tau, weight = loss_settings(cfg)
+    return {**ipo_losses(weight), "beta": tau}
 
 
 def resolved_settings(cfg: MutableMapping) -> dict[str, Any]:
     """What a normalised (and Axolotl-validated) config will train with, for `axolotl-ipo check`."""
     rl = cfg.get("rl")
     rl = getattr(rl, "value", rl)
+    if is_auto_tau(cfg):
+        weight = cfg.get("ipo_sft_weight")
+        return {
+            "axolotl": axolotl_version(),
+            "rl": rl,
+            "dpo_loss_type": cfg.get("dpo_loss_type"),
+            "ipo_sft_weight": f"{DEFAULT_SFT_WEIGHT_TAU:g}/tau" if weight is None else weight,
+            "ipo_tau (beta)": f"{AUTO_TAU}: set at step 0 from the held-out gold NLL/token",
+            "ipo_target_margin 1/(2*tau)": f"held-out gold NLL/token at step 0 + "
+            f"{AUTO_MARGIN_OVER_NLL:g}",
+        }
     tau = cfg.get("rl_beta")
     return {
         "axolotl": axolotl_version(),

@@ -36,6 +36,18 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def broadcast_from_main(value: float | None) -> float | None:
+    """Rank 0's ``value`` on every rank of an initialised process group (None stays None
+    only if rank 0's is None); the value itself on one process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def cuda_available() -> bool:
     import torch
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # Axolotl's plugin interface, the one Axolotl import outside axolotl_ipo/upstream/: its module
 # says "to create a new plugin, you need to inherit from the BasePlugin class" (upstream.PUBLIC).
 from axolotl.integrations.base import BasePlugin
 
 from axolotl_ipo import (
+    auto_tau,
     config,
     distributed,
     heldout_guard,
@@ -14,7 +17,7 @@ from axolotl_ipo import (
     rejection_sampling,
     sources,
 )
-from axolotl_ipo.callbacks import IPODiagnosticsCallback, IPOMetricsCallback
+from axolotl_ipo.callbacks import METRICS_FILE, IPODiagnosticsCallback, IPOMetricsCallback
 from axolotl_ipo.errors import exit_on_user_error
 from axolotl_ipo.upstream import axolotl as upstream_axolotl
 from axolotl_ipo.upstream.transformers import add_callback_first
@@ -77,14 +80,21 @@ class IPOPlugin(BasePlugin):
             return []
         examples = getattr(self, "_guard_examples", [])
         self._guard = heldout_guard.guard_callback(cfg, examples, trainer.processing_class)
-        return [IPOMetricsCallback(cfg.output_dir, float(cfg.ipo_tau), self._guard)]
+        tau, weight = config.loss_settings(cfg)
+        self._loss = auto_tau.LossSettings(tau, weight, auto=config.is_auto_tau(cfg))
+        return [IPOMetricsCallback(cfg.output_dir, self._loss, self._guard)]
 
     def post_trainer_create(self, cfg, trainer):
         """The `ipo/...` diagnostics and the collapse guard go first, so every logger
-        integration receives their metrics."""
+        integration receives their metrics; `ipo_tau: auto` right after the guard, whose step-0
+        score it uses."""
         if not config.is_active(cfg):
             return
         pure_ipo = config.trainer_loss_args(cfg)["loss_type"] == ["ipo"]
         add_callback_first(trainer, IPODiagnosticsCallback(pure_ipo))
+        if config.is_auto_tau(cfg):
+            add_callback_first(trainer, auto_tau.AutoTauCallback(
+                trainer, self._loss, getattr(self, "_guard", None), cfg.get("ipo_sft_weight"),
+                Path(cfg.output_dir) / METRICS_FILE))
         if getattr(self, "_guard", None) is not None:
             add_callback_first(trainer, self._guard)

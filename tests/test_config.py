@@ -18,8 +18,8 @@ def test_rl_ipo_becomes_native_dpo_with_ipo_loss():
 
 
 @pytest.mark.parametrize(("keys", "tau", "weight"), [
-    ({}, 0.1, 20.0), ({"ipo_tau": 0.5}, 0.5, 4.0), ({"rl_beta": 1.0}, 1.0, 2.0),
-    ({"ipo_sft_weight": 3.0}, 0.1, 3.0),
+    ({"ipo_tau": 0.1}, 0.1, 20.0), ({"ipo_tau": 0.5}, 0.5, 4.0), ({"rl_beta": 1.0}, 1.0, 2.0),
+    ({"ipo_tau": 0.1, "ipo_sft_weight": 3.0}, 0.1, 3.0),
 ])
 def test_the_default_adds_the_nll_term_at_2_over_tau(keys, tau, weight):
     """With no `ipo_sft_weight` the NLL term pulls the gold answers up twice as hard as IPO at
@@ -30,6 +30,30 @@ def test_the_default_adds_the_nll_term_at_2_over_tau(keys, tau, weight):
                                       "beta": tau}
     snapshot = dict(cfg)
     assert normalise(cfg) == snapshot  # idempotent: the resolved weight is written
+
+
+@pytest.mark.parametrize(("keys", "weight"), [({}, None), ({"ipo_sft_weight": 3.0}, 3.0),
+                                               ({"ipo_tau": "auto"}, None)])
+def test_no_tau_means_auto_measured_at_step_0(keys, weight):
+    """No tau key: `ipo_tau: auto` (set at step 0 from the held-out rows); the trainer is built
+    with tau 0.1 and its default weight until then, and an explicit weight is kept as written.
+    Axolotl gets no `rl_beta` to hold on to."""
+    cfg = normalise(ipo_cfg(**keys))
+    assert cfg["ipo_tau"] == "auto" and cfg["ipo_sft_weight"] == weight
+    assert cfg.get("rl_beta") is None
+    start_weight = 20.0 if weight is None else weight
+    assert trainer_loss_args(cfg) == {"loss_type": ["ipo", "sft"],
+                                      "loss_weights": [1.0, start_weight], "beta": 0.1}
+    snapshot = dict(cfg)
+    assert normalise(cfg) == snapshot
+
+
+def test_auto_tau_is_the_start_nll_plus_one_nat():
+    from axolotl_ipo.args import auto_tau
+
+    assert auto_tau(4.0) == pytest.approx(0.1)  # target margin 5 nats per token
+    assert auto_tau(7.3) == pytest.approx(1 / 16.6)
+    assert auto_tau(0.0) == pytest.approx(0.5)
 
 
 def test_normalising_twice_changes_nothing():
@@ -63,7 +87,7 @@ def test_user_sft_datasets_are_kept_verbatim_before_axolotl_coerces_them():
 
 @pytest.mark.parametrize(
     ("keys", "tau"),
-    [({}, 0.1), ({"rl_beta": 0.2}, 0.2), ({"dpo_beta": 0.3}, 0.3), ({"trl": {"beta": 0.4}}, 0.4),
+    [({"rl_beta": 0.2}, 0.2), ({"dpo_beta": 0.3}, 0.3), ({"trl": {"beta": 0.4}}, 0.4),
      ({"ipo_tau": 0.5, "rl_beta": 0.5}, 0.5)],
 )
 def test_tau_comes_from_ipo_tau_or_beta_keys(keys, tau):
@@ -89,8 +113,11 @@ def test_native_keys_follow_the_installed_axolotl():
     [
         ({"ipo_tau": 0}, ["ipo_tau must be > 0, got 0", "ipo_tau: 0.1"]),
         ({"ipo_tau": -0.5}, ["ipo_tau must be > 0, got -0.5"]),
-        ({"ipo_tau": "small"}, ["ipo_tau must be a number, got 'small'", "ipo_tau: 0.1"]),
-        ({"ipo_tau": True}, ["ipo_tau must be a number, got True"]),
+        ({"ipo_tau": "small"},
+         ["ipo_tau must be a number or `auto`, got 'small'", "ipo_tau: 0.1"]),
+        ({"ipo_tau": True}, ["ipo_tau must be a number or `auto`, got True"]),
+        ({"ipo_tau": "auto", "rl_beta": 0.2},
+         ["ipo_tau: auto and rl_beta: 0.2 disagree", "remove `rl_beta`"]),
         ({"ipo_tau": 0.1, "rl_beta": 0.2},
          ["ipo_tau: 0.1 and rl_beta: 0.2 disagree", "remove `rl_beta`"]),
         ({"ipo_tau": 0.1, "dpo_beta": 0.2}, ["ipo_tau: 0.1 and dpo_beta: 0.2 disagree"]),

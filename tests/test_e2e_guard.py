@@ -4,6 +4,8 @@ weights saved, a healthy run stays silent."""
 
 import pytest
 
+from axolotl_ipo.args import auto_tau
+
 from helpers import axolotl, read_jsonl, read_metrics, run, sft_config, write_config, write_jsonl
 
 pytestmark = pytest.mark.e2e
@@ -77,11 +79,33 @@ def test_a_healthy_run_stays_silent_and_logs_its_curve(tiny_model_dir, tmp_path)
     assert code == 0, log[-3000:]
     assert WARNING not in log
     out = tmp_path / "out"
-    begin, _ = read_metrics(out)  # the defaults: IPO at tau 0.1 + the NLL term at 2/tau
-    assert begin["loss_type"] == ["ipo", "sft"] and begin["loss_weights"] == [1.0, 20.0]
+    begin, _ = read_metrics(out)  # the defaults: `ipo_tau: auto` + the NLL term at 2/tau
+    tau = auto_tau(begin["ipo/heldout_gold_nll"])
+    assert begin["ipo_tau"] == pytest.approx(tau) and begin["ipo_tau_auto"] is True
+    assert begin["loss_type"] == ["ipo", "sft"]
+    assert begin["loss_weights"] == pytest.approx([1.0, 2.0 / tau])
+    assert begin["beta"] == pytest.approx(tau)
     curve = heldout_curve(out)
     assert [step for step, _ in curve] == list(range(0, 9))  # step 0: train_begin
     end = read_jsonl(out / "ipo_metrics.jsonl")[-1]
     assert end["guard_triggered_at"] is None and end["heldout_gold_nll_end"] == curve[-1][1]
     summary = f"NLL/token {curve[0][1]:.4g} at the start, {curve[-1][1]:.4g} at the end"
     assert summary in log  # the end-of-run summary
+
+
+def test_auto_tau_is_the_loss_trl_computes_from_step_0(tiny_model_dir, tmp_path):
+    """`ipo_tau: auto` with pure IPO: at step 0 (policy == reference) IPO's loss is the target
+    margin squared, so TRL's first logged loss must be (held-out start NLL + 1)^2 exactly: the
+    trainer trained with the measured tau, not the 0.1 it was built with."""
+    cfg = guard_config(tiny_model_dir, tmp_path, learning_rate=0.01, ipo_sft_weight=0,
+                       max_steps=2)
+    cfg.pop("ipo_tau")
+    code, log = run(axolotl("train", write_config(tmp_path, cfg)), tmp_path)
+    assert code == 0, log[-3000:]
+    begin, steps = read_metrics(tmp_path / "out")
+    nll = begin["ipo/heldout_gold_nll"]
+    assert begin["ipo_tau_auto_start_nll"] == pytest.approx(nll)
+    assert begin["loss_type"] == ["ipo"] and begin["ipo_tau"] == pytest.approx(auto_tau(nll))
+    assert steps[0]["loss"] == pytest.approx((nll + 1.0) ** 2, rel=1e-3)
+    assert steps[0]["ipo_target_margin"] == pytest.approx(nll + 1.0)
+    assert f"ipo_tau: auto: held-out gold NLL/token {nll:.4g}" in log

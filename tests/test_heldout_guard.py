@@ -6,6 +6,7 @@ import math
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
+from axolotl_ipo.auto_tau import LossSettings
 from axolotl_ipo.callbacks import METRICS_FILE, IPOMetricsCallback
 from axolotl_ipo.heldout_guard import GuardState, guard_size, split_heldout
 
@@ -56,7 +57,7 @@ def _log_run(callback, args, state, losses):
 
 def test_a_resumed_run_appends_to_the_metrics_file(tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[])
-    callback = IPOMetricsCallback(str(tmp_path), tau=0.1)
+    callback = IPOMetricsCallback(str(tmp_path), LossSettings(0.1, 20.0))
     _log_run(callback, args, TrainerState(), [25.0, 24.0])
     _log_run(callback, args, TrainerState(global_step=2), [23.0])  # resumed at step 2
     records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
@@ -109,3 +110,65 @@ def test_a_model_the_guard_cannot_score_turns_it_off_in_one_line(caplog):
                         "on this model (RuntimeError: shape '[32, 0]' is invalid for input of "
                         "size 16); training goes on. `ipo_guard_rows: 0` turns it off."]
     assert HELDOUT_NLL not in logs and not control.should_training_stop
+
+
+class _Trainer:
+    """What AutoTauCallback touches of TRL's DPOTrainer (upstream.trl.set_ipo_loss)."""
+
+    def __init__(self, loss_types, loss_weights):
+        from types import SimpleNamespace
+
+        self.beta = 0.1
+        self.loss_types, self.loss_weights = loss_types, loss_weights
+        self.args = SimpleNamespace(beta=0.1, loss_weights=list(loss_weights))
+
+
+def _guard_with_start(nll):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(state=SimpleNamespace(curve=[(0, nll)]),
+                           rows=SimpleNamespace(prompts=["p"] * 12))
+
+
+@pytest.mark.parametrize(("weight", "expected"), [(None, 40.0), (3.0, 3.0)])
+def test_auto_tau_sets_the_trainers_tau_and_weight_at_step_0(tmp_path, weight, expected):
+    from axolotl_ipo.auto_tau import AutoTauCallback, LossSettings
+
+    trainer, settings = _Trainer(["ipo", "sft"], [1.0, 20.0]), LossSettings(0.1, 20.0, auto=True)
+    callback = AutoTauCallback(trainer, settings, _guard_with_start(9.0), weight,
+                               tmp_path / METRICS_FILE)
+    callback.on_train_begin(None, TrainerState(), TrainerControl())
+    assert trainer.beta == trainer.args.beta == pytest.approx(0.05)  # 1/(2 * (9 + 1))
+    assert trainer.loss_weights == trainer.args.loss_weights == pytest.approx([1.0, expected])
+    assert (settings.tau, settings.sft_weight, settings.start_nll) == (
+        pytest.approx(0.05), pytest.approx(expected), 9.0)
+
+
+def test_a_resumed_auto_run_keeps_the_tau_of_its_step_0(tmp_path):
+    """The resumed model scores lower than the start did; the loss must not change at the
+    resume, so the start NLL comes back from ipo_metrics.jsonl."""
+    from axolotl_ipo.auto_tau import AutoTauCallback, LossSettings
+
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[])
+    settings = LossSettings(0.1, 20.0, auto=True)
+    first = AutoTauCallback(_Trainer(["ipo", "sft"], [1.0, 20.0]), settings,
+                            _guard_with_start(4.0), None, tmp_path / METRICS_FILE)
+    first.on_train_begin(args, TrainerState(), TrainerControl())
+    _log_run(IPOMetricsCallback(str(tmp_path), settings), args, TrainerState(), [25.0])
+    trainer = _Trainer(["ipo", "sft"], [1.0, 20.0])
+    resumed = AutoTauCallback(trainer, LossSettings(0.1, 20.0, auto=True),
+                              _guard_with_start(0.5), None, tmp_path / METRICS_FILE)
+    resumed.on_train_begin(args, TrainerState(global_step=1), TrainerControl())
+    assert trainer.beta == pytest.approx(0.1) and trainer.loss_weights == [1.0, 20.0]
+
+
+def test_auto_tau_without_heldout_rows_says_so_and_trains_at_0_1(tmp_path, caplog):
+    from axolotl_ipo.auto_tau import AutoTauCallback, LossSettings
+
+    trainer = _Trainer(["ipo"], [1.0])
+    callback = AutoTauCallback(trainer, LossSettings(0.1, 0.0, auto=True), None, 0.0,
+                               tmp_path / METRICS_FILE)
+    with caplog.at_level("WARNING", logger="axolotl_ipo"):
+        callback.on_train_begin(None, TrainerState(), TrainerControl())
+    assert trainer.beta == 0.1 and trainer.loss_weights == [1.0]
+    assert len(caplog.records) == 1 and "ipo_tau: auto could not measure" in caplog.text

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from axolotl_ipo.args import DEFAULT_BATCH_TOKENS
+from axolotl_ipo.auto_tau import trained_tau
 from axolotl_ipo.pairs import RenderedPrompt, real_pairs, sampling_plan
 from axolotl_ipo.sampling import SamplingSettings, model_fingerprint
 from axolotl_ipo.store import atomic_write, cache_key
@@ -332,7 +333,7 @@ def evaluate_model(
     train = None
     if train_ref is not None:
         train_policy = _pair_scores(policy_model, tokenizer, train_pairs, settings, max_length)
-        train = _train_margins(train_ref, train_policy, cfg.get("ipo_tau"))
+        train = _train_margins(train_ref, train_policy, trained_tau(cfg))
     return results, train, changes
 
 
@@ -371,7 +372,7 @@ def evaluate_config(
         "config": {
             "base_model": cfg.get("base_model"),
             "output_dir": cfg.get("output_dir"),
-            "ipo_tau": cfg.get("ipo_tau"),
+            "ipo_tau": trained_tau(cfg) if trained is not None else cfg.get("ipo_tau"),
             "trained": str(trained) if trained is not None else None,
         },
         "heldout": {

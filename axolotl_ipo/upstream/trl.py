@@ -33,3 +33,17 @@ def tokenize_pair(tokenizer: Any, prompt: str, answer: str) -> tuple[list[int], 
     prompt_ids = tokenizer(prompt)["input_ids"]
     full_ids = tokenizer(prompt + answer)["input_ids"]
     return prompt_ids, full_ids[len(prompt_ids) :]
+
+
+def set_ipo_loss(trainer: Any, tau: float, sft_weight: float) -> None:
+    """Give a built DPOTrainer a new tau (its `beta`) and SFT weight before its first step: TRL
+    1.9-1.14 read `self.beta` and `self.loss_weights` (set from the args in `__init__`) in
+    every loss computation; the args are updated too, so what is saved says what was used."""
+    trainer.beta = tau
+    trainer.args.beta = tau
+    weights = [
+        float(sft_weight) if loss == "sft" else float(weight)
+        for loss, weight in zip(trainer.loss_types, trainer.loss_weights, strict=True)
+    ]
+    trainer.loss_weights = weights
+    trainer.args.loss_weights = list(weights)
