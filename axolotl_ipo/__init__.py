@@ -1,7 +1,9 @@
 """axolotl-ipo: IPO for Axolotl with one flag, with pairs sampled from SFT data.
 
-Data flow: SFT rows (`sft`) -> sampler (`sampling`) -> pair store (`store`, `pairs`) ->
-Axolotl's preference pipeline (`plugin`) -> TRL's IPO loss.
+Data flow, one name per stage: the config (`config`, its keys in `args`) -> SFT rows
+(`sft_datasets`, `sft_rows`) -> sampler (`pairs/sampler`) -> judge (`pairs/checks`,
+`pairs/judge`) -> pairs and their store (`pairs/build`, `pairs/store`; `pairs/from_config` runs
+the stage) -> Axolotl dataset type (`dataset_type`, `plugin`) -> TRL's IPO loss.
 """
 
 __version__ = "0.1.0"
@@ -9,7 +11,7 @@ __version__ = "0.1.0"
 
 def sampled_pairs(cfg=None, **kwargs):
     """Dataset `type: axolotl_ipo.sampled_pairs` (Axolotl resolves only two-part names)."""
-    from axolotl_ipo.rejection_sampling import sampled_pairs as transform
+    from axolotl_ipo.dataset_type import sampled_pairs as transform
 
     return transform(cfg, **kwargs)
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from axolotl_ipo.checks import load_check
+from axolotl_ipo.pairs.checks import load_check
 
 # Sampling batches are planned by tokens: 8192 holds ~100 NQ-open prompts (SmolLM2's chat template,
 # ~42 tokens, + 32 new) on a CPU, where it sampled 10.8x-12.5x the naive loop (benchmarks/README.md,
@@ -173,6 +173,12 @@ class RejectionSamplingArgs(BaseModel):
                 "same greedy answer every time; set temperature > 0 or num_samples: 1"
             )
         return self
+
+
+def sampling_args(cfg: Any) -> RejectionSamplingArgs:
+    """The config's `rejection_sampling:` block as its model (defaults when absent)."""
+    raw = cfg.get("rejection_sampling") or {}
+    return raw if isinstance(raw, RejectionSamplingArgs) else RejectionSamplingArgs(**raw)
 
 
 DEFAULT_TAU = 0.1  # TRL's default beta; `ipo_tau: auto` falls back to it where it cannot measure

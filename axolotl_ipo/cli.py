@@ -119,7 +119,7 @@ def _installed(package: str) -> str:
 
 def _check_answer_check(config_path: Path, raw: dict) -> None:
     from axolotl_ipo import preflight
-    from axolotl_ipo.checks import BUILTIN_CHECKS, KEY, load_check
+    from axolotl_ipo.pairs.checks import BUILTIN_CHECKS, KEY, load_check
 
     sampling = raw.get("rejection_sampling")
     name = sampling.get("answer_check") if isinstance(sampling, dict) else None
@@ -152,7 +152,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import shutil
 
     from axolotl_ipo import distributed
-    from axolotl_ipo.rejection_sampling import build_pairs_for_config
+    from axolotl_ipo.pairs.from_config import build_pairs_for_config
 
     cfg = load_config(args.config)
     result = build_pairs_for_config(cfg, output_dir=args.output)
@@ -167,7 +167,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from axolotl_ipo.inspect_pairs import report
+    from axolotl_ipo.pairs.report import report
 
     try:
         print(report(Path(args.pairs), examples=args.examples, end_token=args.end_token))
@@ -179,7 +179,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _heldout_entry(cfg, args: argparse.Namespace) -> dict:
     """The held-out dataset entry: --data with --type, else the training SFT entry's keys."""
-    from axolotl_ipo.rejection_sampling import sft_sources
+    from axolotl_ipo.sft_datasets import sft_sources
 
     if args.type:
         return {"path": args.data, "type": args.type}
@@ -212,7 +212,7 @@ def _trained_path(cfg, adapter: str | None) -> Path | None:
 
 def _baseline_flags(args: argparse.Namespace) -> None:
     """`eval --baseline`'s flag mistakes, found before the config loads."""
-    from axolotl_ipo.checks import KEY, load_check
+    from axolotl_ipo.pairs.checks import KEY, load_check
 
     if not args.baseline:
         raise UserError("--check judges the answers of --baseline's comparison: add "
@@ -256,9 +256,9 @@ def _eval_baseline(args: argparse.Namespace, cfg, settings, check: str) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from axolotl_ipo.args import sampling_args
     from axolotl_ipo.evaluation import EvalSettings, evaluate_config
     from axolotl_ipo.evaluation.report import format_table, plot
-    from axolotl_ipo.rejection_sampling import sampling_args
 
     if args.baseline or args.check:
         _baseline_flags(args)
@@ -300,8 +300,8 @@ def _selfplay_run(args: argparse.Namespace):
     import shlex
 
     from axolotl_ipo.config import IPOConfigError, is_active
-    from axolotl_ipo.rejection_sampling import sft_sources
     from axolotl_ipo.selfplay import SelfplayRun
+    from axolotl_ipo.sft_datasets import sft_sources
 
     if args.rounds < 1:
         return f"--rounds must be at least 1, got {args.rounds}"

@@ -109,7 +109,7 @@ class GuardRows:
 
     @classmethod
     def render(cls, examples: Sequence[Any], tokenizer: Any, sequence_len: int | None) -> GuardRows:
-        from axolotl_ipo.pairs import render_prompts
+        from axolotl_ipo.pairs.build import render_prompts
 
         rendered, bad = render_prompts(examples, tokenizer, sequence_len)
         return cls([p.text for p in rendered], [p.example.gold for p in rendered], len(bad))

@@ -11,14 +11,15 @@ from axolotl.integrations.base import BasePlugin
 from axolotl_ipo import (
     auto_tau,
     config,
+    dataset_type,
     distributed,
     heldout_guard,
     preflight,
-    rejection_sampling,
-    sources,
+    sft_datasets,
 )
 from axolotl_ipo.callbacks import METRICS_FILE, IPODiagnosticsCallback, IPOMetricsCallback
 from axolotl_ipo.errors import exit_on_user_error
+from axolotl_ipo.pairs import from_config
 from axolotl_ipo.upstream import axolotl as upstream_axolotl
 from axolotl_ipo.upstream.transformers import add_callback_first
 
@@ -51,14 +52,14 @@ class IPOPlugin(BasePlugin):
         if not config.is_active(cfg):
             return None
         distributed.fix_cpu_device_map(cfg)
-        sources.refuse_sft_test_datasets(cfg.get("test_datasets"))
-        rows = rejection_sampling.training_rows(cfg)
+        sft_datasets.refuse_sft_test_datasets(cfg.get("test_datasets"))
+        rows = sft_datasets.training_rows(cfg)
         self._guard_examples = rows.heldout if rows else []
-        result = rejection_sampling.build_pairs_for_config(cfg, rows=rows)
+        result = from_config.build_pairs_for_config(cfg, rows=rows)
         if result is None:
             return None
-        _, preference = rejection_sampling.sft_sources(cfg)
-        entries = [rejection_sampling.pairs_dataset_entry(result.path)]
+        _, preference = sft_datasets.sft_sources(cfg)
+        entries = [dataset_type.pairs_dataset_entry(result.path)]
         entries += [dict(cfg.datasets[index]) for index in preference]
         cfg.datasets = [upstream_axolotl.config_dict(entry) for entry in entries]
         return upstream_axolotl.load_preference_datasets(cfg)

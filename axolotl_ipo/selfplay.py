@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import yaml
 
 from axolotl_ipo.evaluation.curves import read_curves
-from axolotl_ipo.store import atomic_write
+from axolotl_ipo.pairs.store import atomic_write
 from axolotl_ipo.upstream.axolotl import MERGE_MODULE, TRAIN_MODULE
 
 __all__ = ["SelfplayError", "SelfplayRun", "format_rounds", "run_selfplay"]
@@ -255,7 +255,7 @@ def pair_stats(round_dir: Path) -> dict[str, Any]:
     if not stores:
         return {"pairs": None, "samples_judged_right": None, "prompts_already_solved": None}
     summary = json.loads((stores[-1] / "summary.json").read_text(encoding="utf-8"))
-    return {  # PairsSummary.to_dict's keys (axolotl_ipo/summary.py)
+    return {  # PairsSummary.to_dict's keys (axolotl_ipo/pairs/summary.py)
         "pairs": summary.get("pairs_out"),
         "samples_judged_right": summary.get("samples_right"),
         "prompts_already_solved": summary.get("already_solved"),

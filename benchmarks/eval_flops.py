@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sampling import matmul_gflops  # noqa: E402
 
-from axolotl_ipo.sampling.prefix import shared_prefix_length  # noqa: E402
+from axolotl_ipo.pairs.sampler.prefix import shared_prefix_length  # noqa: E402
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from axolotl_ipo.evaluation.scoring import Encoded, encode_answers, score_encoded
-from axolotl_ipo.pairs import render_prompts
-from axolotl_ipo.sft import extract_examples
+from axolotl_ipo.pairs.build import render_prompts
+from axolotl_ipo.sft_rows import extract_examples
 
 
 def built_pairs(data: Path, tokenizer, n: int) -> list[dict]:

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sampling import nq_open_rows, run_ours  # noqa: E402
 
-from axolotl_ipo.pairs import render_prompts  # noqa: E402
-from axolotl_ipo.sampling import SamplingSettings  # noqa: E402
-from axolotl_ipo.sampling.transformers_backend import TransformersGenerator  # noqa: E402
-from axolotl_ipo.sft import extract_examples  # noqa: E402
+from axolotl_ipo.pairs.build import render_prompts  # noqa: E402
+from axolotl_ipo.pairs.sampler import SamplingSettings  # noqa: E402
+from axolotl_ipo.pairs.sampler.transformers_backend import TransformersGenerator  # noqa: E402
+from axolotl_ipo.sft_rows import extract_examples  # noqa: E402
 
 VARIANTS = {"drop finished rows (shipped)": True, "keep finished rows": False}
 

@@ -49,9 +49,9 @@ from pathlib import Path
 import torch
 
 from axolotl_ipo.args import RejectionSamplingArgs
-from axolotl_ipo.pairs import render_prompts, sampling_plan
-from axolotl_ipo.sampling import SamplingSettings, load_generator
-from axolotl_ipo.sft import extract_examples
+from axolotl_ipo.pairs.build import render_prompts, sampling_plan
+from axolotl_ipo.pairs.sampler import SamplingSettings, load_generator
+from axolotl_ipo.sft_rows import extract_examples
 
 
 def nq_open_rows(n: int, data: Path | None = None) -> list[dict]:

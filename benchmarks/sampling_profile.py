@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sampling import batching, matmul_gflops, nq_open_rows, run_ours  # noqa: E402
 
-from axolotl_ipo.pairs import render_prompts, sampling_plan  # noqa: E402
-from axolotl_ipo.sampling import SamplingSettings  # noqa: E402
-from axolotl_ipo.sampling.transformers_backend import TransformersGenerator  # noqa: E402
-from axolotl_ipo.sft import extract_examples  # noqa: E402
+from axolotl_ipo.pairs.build import render_prompts, sampling_plan  # noqa: E402
+from axolotl_ipo.pairs.sampler import SamplingSettings  # noqa: E402
+from axolotl_ipo.pairs.sampler.transformers_backend import TransformersGenerator  # noqa: E402
+from axolotl_ipo.sft_rows import extract_examples  # noqa: E402
 
 GROUPS = {
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm"),

@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 from sampling import nq_open_rows
 
-from axolotl_ipo.pairs import render_prompts
-from axolotl_ipo.sft import extract_examples
+from axolotl_ipo.pairs.build import render_prompts
+from axolotl_ipo.sft_rows import extract_examples
 
 DEFAULT_MODEL = ".cache/models/SmolLM2-135M-Instruct"
 

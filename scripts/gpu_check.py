@@ -203,7 +203,7 @@ def sampler_run(gen, prompts: list[str], settings, mode: Mode) -> tuple[int, flo
 def step_sampler(mode: Mode, work: Path, name: str) -> tuple[str, dict]:
     import torch
 
-    from axolotl_ipo.sampling import SamplingSettings, load_generator
+    from axolotl_ipo.pairs.sampler import SamplingSettings, load_generator
 
     gen = load_generator("transformers", model_dirs(work)[name], device=mode.device,
                          dtype=mode.dtype)
@@ -236,10 +236,10 @@ def step_ranks(mode: Mode, work: Path) -> tuple[str, dict]:
     """1 rank vs 2 simulated ranks (rank 1 then rank 0, one process, as tests/test_pairs.py)."""
     from transformers import AutoTokenizer
 
-    from axolotl_ipo.pairs import build_pairs
-    from axolotl_ipo.sampling import SamplingSettings, load_generator
-    from axolotl_ipo.sft import extract_examples
-    from axolotl_ipo.store import PairStore
+    from axolotl_ipo.pairs.build import build_pairs
+    from axolotl_ipo.pairs.sampler import SamplingSettings, load_generator
+    from axolotl_ipo.pairs.store import PairStore
+    from axolotl_ipo.sft_rows import extract_examples
 
     model_dir = model_dirs(work)["smollm2"]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

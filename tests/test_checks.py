@@ -7,14 +7,14 @@ from fractions import Fraction
 
 import pytest
 
-from axolotl_ipo.checks import check_fingerprint, final_number, load_check
 from axolotl_ipo.config import IPOConfigError, normalise
-from axolotl_ipo.pairs import build_pairs
-from axolotl_ipo.sampling import Completion, SamplingSettings
-from axolotl_ipo.selection import PairPolicy
-from axolotl_ipo.sft import extract_examples
-from axolotl_ipo.store import PairStore
-from axolotl_ipo.summary import PairsSummary
+from axolotl_ipo.pairs.build import build_pairs
+from axolotl_ipo.pairs.checks import check_fingerprint, final_number, load_check
+from axolotl_ipo.pairs.judge import PairPolicy
+from axolotl_ipo.pairs.sampler import Completion, SamplingSettings
+from axolotl_ipo.pairs.store import PairStore
+from axolotl_ipo.pairs.summary import PairsSummary
+from axolotl_ipo.sft_rows import extract_examples
 
 EOS = "<|im_end|>"
 
@@ -84,7 +84,7 @@ def test_user_check_loads_and_its_source_is_in_the_fingerprint():
 def test_a_builtin_check_is_keyed_by_its_code_and_the_helpers_it_calls(monkeypatch):
     """Changing what a built-in check does changes the pair cache key by itself: no hand bump
     of PAIRS_FORMAT_VERSION (`number` calls final_number, which uses the _NUMBER pattern)."""
-    from axolotl_ipo import checks
+    from axolotl_ipo.pairs import checks
 
     before = check_fingerprint("number")
     assert before["name"] == "number" and len(before["source_sha256"]) == 64
@@ -195,7 +195,7 @@ def test_first_wrong_sample_is_rejected_and_solved_prompts_are_counted(
 ):
     log = []
     policy = PairPolicy("user_checks:by_table", num_samples=3)
-    with caplog.at_level(logging.WARNING, logger="axolotl_ipo.pairs"):
+    with caplog.at_level(logging.WARNING, logger="axolotl_ipo.pairs.build"):
         settings, result, pairs = run(tmp_path, tokenizer, policy, log)
     # q0: right, right, wrong -> try2; q1: all right; q2: the check raised; q3, q4: first wrong
     assert sorted(pairs) == [0, 3, 4]
@@ -248,7 +248,7 @@ def test_correct_sample_is_chosen_and_truncated_samples_can_be_dropped(tmp_path,
 
 
 def test_k_samples_are_identical_on_one_and_two_ranks(tmp_path, tiny_model_dir, tokenizer):
-    from axolotl_ipo.sampling import load_generator
+    from axolotl_ipo.pairs.sampler import load_generator
 
     policy = PairPolicy("user_checks:coin", num_samples=3)
     settings = SamplingSettings(max_new_tokens=6, temperature=1.0, batch_size=2, seed=3)

@@ -192,7 +192,8 @@ def test_sft_entries_with_nested_mappings_pass_axolotl_validation(monkeypatch):
 
 
 def test_vllm_settings_reach_the_engine():
-    from axolotl_ipo.rejection_sampling import _generator_options, sampling_args
+    from axolotl_ipo.args import sampling_args
+    from axolotl_ipo.pairs.from_config import _generator_options
 
     cfg = {"sequence_len": 1024, "trust_remote_code": True, "rejection_sampling": {
         "backend": "vllm", "tensor_parallel_size": 2, "gpu_memory_utilization": 0.6,

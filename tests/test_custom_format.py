@@ -5,9 +5,8 @@ prompts are exactly the text Axolotl's SFT puts before the answer, compared with
 import pytest
 
 from axolotl_ipo.errors import UserError
-from axolotl_ipo.pairs import render_prompts
-from axolotl_ipo.rejection_sampling import config_examples
-from axolotl_ipo.sources import load_rows, split_sources
+from axolotl_ipo.pairs.build import render_prompts
+from axolotl_ipo.sft_datasets import config_examples, load_rows, split_sources
 
 from helpers import write_jsonl
 

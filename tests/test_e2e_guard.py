@@ -63,7 +63,7 @@ def saved_heldout_nll(model_dir, cfg, out):
 
     from axolotl_ipo.evaluation.models import load_base, load_trained
     from axolotl_ipo.heldout_guard import GuardRows
-    from axolotl_ipo.rejection_sampling import training_rows
+    from axolotl_ipo.sft_datasets import training_rows
 
     rows = training_rows(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

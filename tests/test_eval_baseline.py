@@ -7,13 +7,13 @@ import math
 import pytest
 import yaml
 
-from axolotl_ipo.checks import load_check
 from axolotl_ipo.errors import UserError
 from axolotl_ipo.evaluation.compare import accuracy, compare, judge, reading, run_metrics
 from axolotl_ipo.evaluation.metrics import paired_bootstrap
 from axolotl_ipo.evaluation.report import format_comparison, plot_comparison
 from axolotl_ipo.evaluation.runs import check_tokenizer, resolve_run, run_in_folder
 from axolotl_ipo.evaluation.scoring import AnswerScore
+from axolotl_ipo.pairs.checks import load_check
 
 from helpers import (
     SFT_ROWS,

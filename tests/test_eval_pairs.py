@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_ipo import rejection_sampling
+from axolotl_ipo import sft_datasets
 from axolotl_ipo.evaluation import run as evaluation
 from axolotl_ipo.evaluation.heldout import load_heldout
-from axolotl_ipo.sampling import Completion
+from axolotl_ipo.pairs import from_config
+from axolotl_ipo.pairs.sampler import Completion
 
 ROWS = [
     {"instruction": "What is the capital of France?", "input": "", "output": "Paris",
@@ -55,16 +56,16 @@ def setup(tiny_model_dir, tmp_path, monkeypatch):
         "datasets": [{"path": str(data), "type": "alpaca"}],
         "rejection_sampling": {"max_new_tokens": 4, "batch_size": 2},
     })
-    monkeypatch.setattr(rejection_sampling, "load_generator", lambda *a, **k: FakeGenerator())
+    monkeypatch.setattr(from_config, "load_generator", lambda *a, **k: FakeGenerator())
     return cfg, AutoTokenizer.from_pretrained(tiny_model_dir), data
 
 
 def test_training_pairs_are_read_from_the_store_training_wrote(setup, monkeypatch):
     cfg, tokenizer, _ = setup
-    trained = rejection_sampling.build_pairs_for_config(cfg, progress=False)
+    trained = from_config.build_pairs_for_config(cfg, progress=False)
     before = files(trained.store.root)
-    monkeypatch.setattr(rejection_sampling, "load_generator", refuse)
-    monkeypatch.setattr(rejection_sampling, "build_pairs", refuse)
+    monkeypatch.setattr(from_config, "load_generator", refuse)
+    monkeypatch.setattr(from_config, "build_pairs", refuse)
     pairs = evaluation._training_pairs(cfg, tokenizer)
     assert pairs == trained.store.read_pairs() and len(pairs) == 4
     assert evaluation._training_pairs(cfg, tokenizer, limit=2) == pairs[:2]
@@ -73,8 +74,8 @@ def test_training_pairs_are_read_from_the_store_training_wrote(setup, monkeypatc
 
 def test_pairs_never_sampled_are_left_out_with_a_warning(setup, monkeypatch, caplog):
     cfg, tokenizer, _ = setup
-    monkeypatch.setattr(rejection_sampling, "load_generator", refuse)
-    monkeypatch.setattr(rejection_sampling, "build_pairs", refuse)
+    monkeypatch.setattr(from_config, "load_generator", refuse)
+    monkeypatch.setattr(from_config, "build_pairs", refuse)
     with caplog.at_level(logging.WARNING, logger="axolotl_ipo"):
         assert evaluation._training_pairs(cfg, tokenizer) == []
     assert "`axolotl-ipo sample CONFIG` builds them" in caplog.text
@@ -86,8 +87,8 @@ def test_pairs_never_sampled_are_left_out_with_a_warning(setup, monkeypatch, cap
 def test_heldout_rows_are_read_once_and_pairs_match_their_prompts(setup, tmp_path, monkeypatch):
     cfg, tokenizer, data = setup
     reads = []
-    load_rows = rejection_sampling.load_rows
-    monkeypatch.setattr(rejection_sampling, "load_rows",
+    load_rows = sft_datasets.load_rows
+    monkeypatch.setattr(sft_datasets, "load_rows",
                         lambda *a: reads.append(a) or load_rows(*a))
     entry = {"path": str(data), "type": "alpaca"}
     held = load_heldout(cfg, entry, tokenizer, tmp_path / "heldout_pairs")
@@ -97,5 +98,5 @@ def test_heldout_rows_are_read_once_and_pairs_match_their_prompts(setup, tmp_pat
     assert [(held.prompts[i].text, text) for i, text in held.pairs] == [
         (row["prompt"], row["rejected"]) for row in rows]
     assert held.answers[0] == ["Paris", "paris, france"]
-    monkeypatch.setattr(rejection_sampling, "load_generator", refuse)
+    monkeypatch.setattr(from_config, "load_generator", refuse)
     assert load_heldout(cfg, entry, tokenizer, tmp_path / "heldout_pairs") == held

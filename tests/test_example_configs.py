@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from axolotl_ipo.config import is_active
-from axolotl_ipo.sources import split_sources
+from axolotl_ipo.sft_datasets import split_sources
 
 import axolotl_config
 

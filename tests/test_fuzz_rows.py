@@ -10,12 +10,11 @@ import random
 import pytest
 
 from axolotl_ipo.errors import UserError
-from axolotl_ipo.pairs import build_pairs
-from axolotl_ipo.rejection_sampling import config_examples
-from axolotl_ipo.sampling import Completion, SamplingSettings
-from axolotl_ipo.selection import PairPolicy
-from axolotl_ipo.sources import load_rows, split_sources
-from axolotl_ipo.store import PairStore
+from axolotl_ipo.pairs.build import build_pairs
+from axolotl_ipo.pairs.judge import PairPolicy
+from axolotl_ipo.pairs.sampler import Completion, SamplingSettings
+from axolotl_ipo.pairs.store import PairStore
+from axolotl_ipo.sft_datasets import config_examples, load_rows, split_sources
 
 ROWS_PER_FORMAT = 100
 TEXTS = ["What is 2 + 2?", "4", "x\u2028y\u2029z\x85", "tab\there", "\u00e9\u00e8 \U0001f600",

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from axolotl_ipo.errors import UserError
-from axolotl_ipo.rejection_sampling import generator_stop_tokens
+from axolotl_ipo.pairs.from_config import generator_stop_tokens
 
 TRAINING_EOS = "<|im_end|>"
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from axolotl_ipo.errors import UserError
-from axolotl_ipo.inspect_pairs import read_pairs, report
-from axolotl_ipo.store import dumps_row
+from axolotl_ipo.pairs.report import read_pairs, report
+from axolotl_ipo.pairs.store import dumps_row
 
 # Characters that str.splitlines() splits on but JSON strings may hold raw (ensure_ascii=False).
 SEPARATORS = "\u2028\u2029\u0085\x1c\x1d\x1e\x0b\x0c"

@@ -4,10 +4,10 @@ import pytest
 from axolotl.utils.data.rl import _drop_long_sequences
 from axolotl.utils.schemas.enums import RLType
 
-from axolotl_ipo.pairs import build_pairs
-from axolotl_ipo.sampling import Completion, SamplingSettings
-from axolotl_ipo.sft import extract_examples
-from axolotl_ipo.store import PairStore
+from axolotl_ipo.pairs.build import build_pairs
+from axolotl_ipo.pairs.sampler import Completion, SamplingSettings
+from axolotl_ipo.pairs.store import PairStore
+from axolotl_ipo.sft_rows import extract_examples
 from axolotl_ipo.upstream.axolotl import count_too_long
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_ipo import store as store_mod
-from axolotl_ipo.pairs import build_pairs, plan_batches, render_prompts
-from axolotl_ipo.sampling import Completion, SamplingSettings
-from axolotl_ipo.sft import InvalidRow, extract_examples
-from axolotl_ipo.store import PairStore
+from axolotl_ipo.pairs import store as store_mod
+from axolotl_ipo.pairs.build import build_pairs, plan_batches, render_prompts
+from axolotl_ipo.pairs.sampler import Completion, SamplingSettings
+from axolotl_ipo.pairs.store import PairStore
+from axolotl_ipo.sft_rows import InvalidRow, extract_examples
 
 REPO = Path(__file__).resolve().parents[1]
 EOS = "<|im_end|>"
@@ -363,7 +363,7 @@ def test_turns_after_the_last_answer_are_counted_and_reported(tmp_path, tokenize
     examples, invalid = extract_examples(rows, "chat_template", "chat.jsonl")
     assert invalid == []
     store = PairStore.open(tmp_path, {"t": "after"})
-    with caplog.at_level("WARNING", logger="axolotl_ipo.pairs"):
+    with caplog.at_level("WARNING", logger="axolotl_ipo.pairs.build"):
         result = build_pairs(examples, tokenizer, factory([]), SamplingSettings(batch_size=2),
                              store, progress=False)
     assert result.summary.turns_after_answer == 2 and result.summary.pairs_out == 4
@@ -376,7 +376,7 @@ def test_turns_after_the_last_answer_are_counted_and_reported(tmp_path, tokenize
 
 
 def real_factory(model_dir, calls):
-    from axolotl_ipo.sampling import load_generator
+    from axolotl_ipo.pairs.sampler import load_generator
 
     def make():
         calls.append(1)
@@ -434,10 +434,10 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
     from transformers import AutoTokenizer
-    from axolotl_ipo.pairs import build_pairs
-    from axolotl_ipo.sampling import SamplingSettings, load_generator
-    from axolotl_ipo.sft import extract_examples
-    from axolotl_ipo.store import PairStore
+    from axolotl_ipo.pairs.build import build_pairs
+    from axolotl_ipo.pairs.sampler import SamplingSettings, load_generator
+    from axolotl_ipo.sft_rows import extract_examples
+    from axolotl_ipo.pairs.store import PairStore
 
     model_dir, data, root = sys.argv[1:4]
 
@@ -537,7 +537,7 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path, tokenizer, model_dir):
 
 
 def test_inspect_counts_solved_rows_apart_from_identical_pairs(tmp_path):
-    from axolotl_ipo.inspect_pairs import report
+    from axolotl_ipo.pairs.report import report
 
     rows = [{"prompt": "p0", "chosen": "a", "rejected": "b"},
             {"prompt": "p1", "chosen": "c", "rejected": "c"},  # a real pair gone identical
@@ -550,7 +550,7 @@ def test_inspect_counts_solved_rows_apart_from_identical_pairs(tmp_path):
 
 
 def test_real_pairs_leave_out_solved_rows_kept_for_the_nll_term():
-    from axolotl_ipo.pairs import real_pairs
+    from axolotl_ipo.pairs.build import real_pairs
 
     rows = [{"chosen": "a", "rejected": "b"}, {"chosen": "c", "rejected": "c", "solved": True}]
     assert real_pairs(rows) == rows[:1]

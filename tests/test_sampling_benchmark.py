@@ -9,7 +9,7 @@ import types
 import pytest
 
 from axolotl_ipo.args import RejectionSamplingArgs
-from axolotl_ipo.sampling import SamplingSettings
+from axolotl_ipo.pairs.sampler import SamplingSettings
 
 from helpers import load_script
 
@@ -115,8 +115,8 @@ def test_vllm_column_runs_our_plan_at_the_vllm_default_and_times_the_start_apart
     outside the rate; the JSON line's vLLM ratios come from the same run's rows."""
     from transformers import AutoTokenizer
 
-    from axolotl_ipo.pairs import render_prompts
-    from axolotl_ipo.sft import extract_examples
+    from axolotl_ipo.pairs.build import render_prompts
+    from axolotl_ipo.sft_rows import extract_examples
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     rows = [{"instruction": f"Question {i}?", "input": "", "output": "A"} for i in range(5)]

@@ -86,7 +86,7 @@ def write_store(round_dir: Path, summary: dict, complete: bool = True) -> Path:
 
 
 def test_pair_stats_read_the_counters_the_store_writes(tmp_path):
-    from axolotl_ipo.summary import PairsSummary
+    from axolotl_ipo.pairs.summary import PairsSummary
 
     summary = PairsSummary(rows_in=9, pairs_out=7, samples_judged=12, samples_right=5,
                            dropped={"already_solved": 2, "rejected_equals_chosen": 1})

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_ipo import store as store_mod
 from axolotl_ipo.errors import UserError
-from axolotl_ipo.store import PairStore, atomic_write, cache_key, dumps_row
+from axolotl_ipo.pairs import store as store_mod
+from axolotl_ipo.pairs.store import PairStore, atomic_write, cache_key, dumps_row
 
 
 def test_cache_key_stable_and_sensitive():
@@ -32,7 +32,7 @@ def test_cache_key_is_the_same_in_another_process():
     """Sets iterate in a per-process hash order: the key must not depend on it."""
     parts = {"stops": {"<|im_end|>", "</s>", "<eos>", "###"}, "t": 0.7}
     code = (
-        "from axolotl_ipo.store import cache_key; "
+        "from axolotl_ipo.pairs.store import cache_key; "
         "print(cache_key({'stops': {'<|im_end|>', '</s>', '<eos>', '###'}, 't': 0.7}))"
     )
     keys = {

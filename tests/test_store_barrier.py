@@ -9,10 +9,10 @@ import time
 import pytest
 
 from axolotl_ipo import distributed
-from axolotl_ipo.pairs import build_pairs
-from axolotl_ipo.sampling import Completion, SamplingSettings
-from axolotl_ipo.sft import extract_examples
-from axolotl_ipo.store import PairStore
+from axolotl_ipo.pairs.build import build_pairs
+from axolotl_ipo.pairs.sampler import Completion, SamplingSettings
+from axolotl_ipo.pairs.store import PairStore
+from axolotl_ipo.sft_rows import extract_examples
 
 SETTINGS = SamplingSettings(max_new_tokens=4, temperature=1.0, batch_size=2, seed=5)
 

@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from axolotl_ipo.store import PairStore
+from axolotl_ipo.pairs.store import PairStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,10 +18,10 @@ SAMPLER = textwrap.dedent(
     """
     import hashlib, json, os, sys, time
     from transformers import AutoTokenizer
-    from axolotl_ipo.pairs import build_pairs
-    from axolotl_ipo.sampling import Completion, SamplingSettings
-    from axolotl_ipo.sft import extract_examples
-    from axolotl_ipo.store import PairStore
+    from axolotl_ipo.pairs.build import build_pairs
+    from axolotl_ipo.pairs.sampler import Completion, SamplingSettings
+    from axolotl_ipo.sft_rows import extract_examples
+    from axolotl_ipo.pairs.store import PairStore
 
     model_dir, root, seeds_log = sys.argv[1:4]
 

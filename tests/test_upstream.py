@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from axolotl_ipo import upstream
-from axolotl_ipo.sampling import vllm_backend
+from axolotl_ipo.pairs.sampler import vllm_backend
 from axolotl_ipo.upstream import accelerate as upstream_accelerate
 from axolotl_ipo.upstream import axolotl as upstream_axolotl
 from axolotl_ipo.upstream import transformers as upstream_transformers

@@ -88,7 +88,7 @@ def test_training_through_axolotls_cli_says_it_in_one_line(
 # Fails the second batch commit with ENOSPC, then runs the real CLI.
 FULL_DISK = """
 import errno, sys
-import axolotl_ipo.store as store
+import axolotl_ipo.pairs.store as store
 real = store._atomic_write
 def full(path, payload):
     if path.name == "batch-000001.jsonl":

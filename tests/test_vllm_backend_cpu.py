@@ -13,9 +13,9 @@ import pytest
 
 from axolotl_ipo.args import VLLM_BATCH_SIZE, VLLM_CPU_KV_CACHE_GB, VLLM_CPU_STEP_TOKENS
 from axolotl_ipo.errors import UserError
-from axolotl_ipo.sampling import SamplingSettings, derive_seed, load_generator
+from axolotl_ipo.pairs.sampler import SamplingSettings, derive_seed, load_generator
 
-backend = importlib.import_module("axolotl_ipo.sampling.vllm_backend")
+backend = importlib.import_module("axolotl_ipo.pairs.sampler.vllm_backend")
 
 
 def install_fake_vllm(monkeypatch, device_type: str) -> dict:

@@ -13,10 +13,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from axolotl_ipo.checks import load_check
 from axolotl_ipo.errors import UserError
-from axolotl_ipo.selection import strip_end
-from axolotl_ipo.store import atomic_write
+from axolotl_ipo.pairs.checks import load_check
+from axolotl_ipo.pairs.judge import strip_end
+from axolotl_ipo.pairs.store import atomic_write
 
 from .compare import compare, judge, reading, run_metrics
 from .heldout import HeldOutRows, read_heldout

@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from axolotl_ipo.checks import AnswerCheck
+from axolotl_ipo.pairs.checks import AnswerCheck
 
 from .metrics import answer_words, gold_nll, paired_bootstrap
 from .scoring import AnswerScore

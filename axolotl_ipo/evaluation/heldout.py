@@ -9,15 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from axolotl_ipo.checks import gold_answers
-from axolotl_ipo.pairs import RenderedPrompt, real_pairs, render_prompts
-from axolotl_ipo.rejection_sampling import (
-    config_examples,
-    sample_examples,
-    sampling_args,
-    sft_sources,
-)
-from axolotl_ipo.selection import strip_end
+from axolotl_ipo.args import sampling_args
+from axolotl_ipo.pairs.build import RenderedPrompt, real_pairs, render_prompts
+from axolotl_ipo.pairs.checks import gold_answers
+from axolotl_ipo.pairs.from_config import sample_examples
+from axolotl_ipo.pairs.judge import strip_end
+from axolotl_ipo.sft_datasets import config_examples, sft_sources
 from axolotl_ipo.upstream.axolotl import config_dict
 
 __all__ = ["HeldOut", "HeldOutRows", "heldout_config", "load_heldout", "read_heldout"]

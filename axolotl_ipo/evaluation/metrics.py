@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from axolotl_ipo.checks import contains_answer, exact_match, normalise_text
+from axolotl_ipo.pairs.checks import contains_answer, exact_match, normalise_text
 
 from .scoring import AnswerScore
 

@@ -15,7 +15,7 @@ def load_base(path: str, trust_remote_code: bool = False, dtype: str = "auto") -
     """The checkpoint in ``dtype`` (``auto``: bf16 on a GPU, fp32 on CPU), in eval mode."""
     from transformers import AutoModelForCausalLM
 
-    from axolotl_ipo.sampling.transformers_backend import default_device, resolve_dtype
+    from axolotl_ipo.pairs.sampler.transformers_backend import default_device, resolve_dtype
 
     device = default_device()
     model = AutoModelForCausalLM.from_pretrained(

@@ -18,9 +18,9 @@ from typing import Any
 
 from axolotl_ipo.args import DEFAULT_BATCH_TOKENS
 from axolotl_ipo.auto_tau import trained_tau
-from axolotl_ipo.pairs import RenderedPrompt, real_pairs, sampling_plan
-from axolotl_ipo.sampling import SamplingSettings, model_fingerprint
-from axolotl_ipo.store import atomic_write, cache_key
+from axolotl_ipo.pairs.build import RenderedPrompt, real_pairs, sampling_plan
+from axolotl_ipo.pairs.sampler import SamplingSettings, model_fingerprint
+from axolotl_ipo.pairs.store import atomic_write, cache_key
 
 from .heldout import HeldOut, load_heldout
 from .metrics import (
@@ -99,7 +99,7 @@ def greedy_answers(
     (the caps of :func:`sampling_plan`), ending at the tokenizer's EOS; in the prompts' order."""
     from tqdm.auto import tqdm
 
-    from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
+    from axolotl_ipo.pairs.sampler.transformers_backend import TransformersGenerator
 
     generator = TransformersGenerator.from_model(model, tokenizer, "eval")
     sampling = SamplingSettings(
@@ -182,7 +182,8 @@ def _write_predictions(path: Path, held: HeldOut, scores: _Scores) -> None:
 def _training_pairs(cfg: Any, tokenizer: Any, limit: int = 256) -> list[dict]:
     """(Up to ``limit`` of) the pairs the config trained on, read from its complete pair store;
     [] when it trained on existing pairs or its pairs are not there (nothing is sampled)."""
-    from axolotl_ipo.rejection_sampling import sampled_store, sft_sources
+    from axolotl_ipo.pairs.from_config import sampled_store
+    from axolotl_ipo.sft_datasets import sft_sources
 
     if not sft_sources(cfg)[0]:
         return []  # it trained on existing preference pairs

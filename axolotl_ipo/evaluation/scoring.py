@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from axolotl_ipo.sampling.prefix import pad_rows, prefix_cache, shared_prefix_length
+from axolotl_ipo.pairs.sampler.prefix import pad_rows, prefix_cache, shared_prefix_length
 from axolotl_ipo.upstream.transformers import select_cache_rows
 from axolotl_ipo.upstream.trl import tokenize_pair
 

@@ -12,7 +12,7 @@ One module per upstream, so that a new release of one of them breaks one file:
 - `upstream/trl.py`: TRL's loss names and how its DPOTrainer tokenises a text pair;
 - `upstream/accelerate.py`: what accelerate's launcher leaves in a process's environment (a
   launch that started one process where more were asked for);
-- `sampling/vllm_backend.py` is the vLLM adapter (every vLLM touch is already there).
+- `pairs/sampler/vllm_backend.py` is the vLLM adapter (every vLLM touch is already there).
 
 The rule the rest of the package follows (`tests/test_upstream.py` enforces it): a module
 outside these adapters imports from axolotl, trl, transformers, vllm, accelerate, peft or

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # offline_env: what benchmarks and tests run in
 from offline_env import OFFLINE_ENV  # noqa: E402
 
-from axolotl_ipo.rejection_sampling import PAIRS_TYPE  # noqa: E402
+from axolotl_ipo.dataset_type import PAIRS_TYPE  # noqa: E402
 
 ENV = OFFLINE_ENV
 LOSSES = ("ipo", "dpo")
@@ -189,7 +189,7 @@ def format_table(results: dict[str, Any], target: float) -> str:
 def select_pairs(main_config: Path, n: int) -> tuple[Any, list[dict[str, str]]]:
     """(validated main config, its first n cached sampled pairs as prompt/chosen/rejected)."""
     from axolotl_ipo.cli import load_config
-    from axolotl_ipo.rejection_sampling import build_pairs_for_config
+    from axolotl_ipo.pairs.from_config import build_pairs_for_config
 
     cfg = load_config(str(main_config))
     result = build_pairs_for_config(cfg, progress=False)

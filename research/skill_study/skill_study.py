@@ -200,7 +200,7 @@ def common_config(study: Study, out: Path) -> dict:
 def training_examples(study: Study) -> list:
     """The training rows read by the plugin's own alpaca reader (row i is example i: a row it
     cannot read ends the study)."""
-    from axolotl_ipo.sft import extract_examples
+    from axolotl_ipo.sft_rows import extract_examples
 
     examples, invalid = extract_examples(read_jsonl(study.train), "alpaca", str(study.train))
     if invalid:
@@ -503,7 +503,7 @@ def load_check(name: str):
     `rejection_sampling.answer_check` the plugin knows (built-in or ``module:function``)."""
     if name == "rouge":
         return lambda _messages, gold, sample: rouge_l(gold[0], sample)
-    from axolotl_ipo.checks import load_check as plugin_check
+    from axolotl_ipo.pairs.checks import load_check as plugin_check
 
     return plugin_check(name)
 
@@ -526,7 +526,7 @@ def rejected_score(path: Path, study: Study, eos: str) -> dict:
     kept for the NLL term (`solved: nll`, rejected = chosen) are no pairs: not counted."""
     examples = training_examples(study)
     check = load_check(study.check)
-    from axolotl_ipo.pairs import real_pairs
+    from axolotl_ipo.pairs.build import real_pairs
 
     pairs = real_pairs(read_jsonl(path))
     scores = [float(check(examples[r["row"]].prompt_messages, [examples[r["row"]].gold],
@@ -557,8 +557,8 @@ def rouge_l(reference: str, candidate: str) -> float:
 
 
 def heldout_prompts(study: Study, tokenizer) -> tuple[list, list[str]]:
-    from axolotl_ipo.pairs import render_prompts
-    from axolotl_ipo.sft import extract_examples
+    from axolotl_ipo.pairs.build import render_prompts
+    from axolotl_ipo.sft_rows import extract_examples
 
     rows = read_jsonl(study.heldout)[: study.limit]
     examples, invalid = extract_examples(rows, "alpaca", str(study.heldout),
@@ -582,10 +582,10 @@ def arm_model(name: str, study: Study):
 
 def evaluate(name: str, study: Study, tokenizer) -> dict:
     """Per-row check scores, greedy answers, gold NLL and answer length of one arm (cached)."""
-    from axolotl_ipo.checks import gold_answers
     from axolotl_ipo.evaluation.metrics import gold_nll
     from axolotl_ipo.evaluation.run import greedy_answers
     from axolotl_ipo.evaluation.scoring import score_answers
+    from axolotl_ipo.pairs.checks import gold_answers
 
     cache = study.work / name / f"eval-{study.limit or 'all'}-{study.answer_tokens}.json"
     if cache.is_file():
@@ -625,8 +625,8 @@ def heldout_samples(label: str, path: str, study: Study, tokenizer) -> list[str]
     if cache.is_file():
         return json.loads(cache.read_text(encoding="utf-8"))
     from axolotl_ipo.evaluation.models import load_base
-    from axolotl_ipo.sampling import SamplingSettings
-    from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
+    from axolotl_ipo.pairs.sampler import SamplingSettings
+    from axolotl_ipo.pairs.sampler.transformers_backend import TransformersGenerator
 
     prompts, _ = heldout_prompts(study, tokenizer)
     print(f"sampling the {label} model's answers to {len(prompts)} held-out prompts", flush=True)
@@ -651,9 +651,9 @@ def preference(name: str, study: Study, tokenizer) -> dict:
     cache = study.work / name / f"pref-{label}-{study.limit or 'all'}.json"
     if cache.is_file():
         return json.loads(cache.read_text(encoding="utf-8"))
-    from axolotl_ipo.checks import gold_answers
     from axolotl_ipo.evaluation.metrics import logprob_preference_accuracy
     from axolotl_ipo.evaluation.scoring import score_answers
+    from axolotl_ipo.pairs.checks import gold_answers
 
     samples = heldout_samples(label, path, study, tokenizer)
     prompts, golds = heldout_prompts(study, tokenizer)

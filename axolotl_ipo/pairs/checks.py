@@ -83,7 +83,7 @@ def gold_answers(gold: str, answers: Sequence[str] = ()) -> list[str]:
 
 
 def _never_right(prompt_messages: list[dict], gold: list[str], sample: str) -> bool:
-    return False  # `none`: only an answer identical to the chosen one is left out (pairs.py)
+    return False  # `none`: only an answer identical to the chosen one is left out (judge.py)
 
 
 def _normalized(prompt_messages: list[dict], gold: list[str], sample: str) -> bool:

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..upstream.transformers import select_cache_rows, whole_model_loading
+from axolotl_ipo.upstream.transformers import select_cache_rows, whole_model_loading
+
 from .base import Completion, SamplingSettings, stop_token_ids
 from .prefix import pad_rows, prefix_cache, shared_prefix_length
 

@@ -7,14 +7,14 @@ import types
 import pytest
 import torch
 
-from axolotl_ipo.sampling import (
+from axolotl_ipo.pairs.sampler import (
     Completion,
     Generator,
     SamplingSettings,
     derive_seed,
     load_generator,
 )
-from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
+from axolotl_ipo.pairs.sampler.transformers_backend import TransformersGenerator
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_stop_token_cuts_completion(gen):
 def test_finished_rows_leave_the_batch_and_nothing_else_changes(model_dir, monkeypatch):
     """Rows that hit a stop token are dropped between generate() segments: greedy answers are
     those of one uninterrupted generate() call, and the later segments run fewer rows."""
-    from axolotl_ipo.sampling import transformers_backend
+    from axolotl_ipo.pairs.sampler import transformers_backend
 
     monkeypatch.setattr(transformers_backend, "DROP_FINISHED_EVERY", 3)
     whole = TransformersGenerator(model_dir, drop_finished=False)
@@ -187,7 +187,7 @@ def test_checkpoint_generation_defaults_ignored(model_dir, tmp_path):
 
 
 def test_vllm_import_never_fails_and_errors_clearly(monkeypatch):
-    mod = importlib.import_module("axolotl_ipo.sampling.vllm_backend")
+    mod = importlib.import_module("axolotl_ipo.pairs.sampler.vllm_backend")
     monkeypatch.setattr(mod, "vllm_available", lambda: False)
     with pytest.raises(RuntimeError, match=r"install 'axolotl-ipo\[vllm\]' with your torch") as err:
         load_generator("vllm", "some/model")
@@ -244,7 +244,7 @@ def test_vllm_backend_plumbing_with_fake_vllm(monkeypatch, gen, model_dir):
             return [types.SimpleNamespace(outputs=[out]) for _ in inputs]
 
     fake = types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeParams)
-    mod = importlib.import_module("axolotl_ipo.sampling.vllm_backend")
+    mod = importlib.import_module("axolotl_ipo.pairs.sampler.vllm_backend")
     monkeypatch.setitem(sys.modules, "vllm", fake)
     monkeypatch.setattr(mod, "vllm_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -272,7 +272,7 @@ def test_vllm_backend_plumbing_with_fake_vllm(monkeypatch, gen, model_dir):
 
 
 def test_stop_tokens_with_a_tokenizer_without_unk_token_id():
-    from axolotl_ipo.sampling.base import stop_token_ids
+    from axolotl_ipo.pairs.sampler.base import stop_token_ids
 
     tokenizer = types.SimpleNamespace(convert_tokens_to_ids={"<end>": 7}.get)
     assert stop_token_ids(tokenizer, [2], ("<end>",), "/m") == [2, 7]
@@ -283,7 +283,7 @@ def test_stop_tokens_with_a_tokenizer_without_unk_token_id():
 def test_model_fingerprint(model_dir, tmp_path):
     import shutil
 
-    from axolotl_ipo.sampling import model_fingerprint
+    from axolotl_ipo.pairs.sampler import model_fingerprint
 
     fp = model_fingerprint(model_dir)
     assert set(fp["files"]) >= {"config.json", "model.safetensors"}
@@ -305,7 +305,7 @@ def test_a_hub_model_is_keyed_by_the_commit_the_local_cache_holds(tmp_path, monk
     """A model re-pushed under the same id is a new commit in the HF cache: a new key."""
     import huggingface_hub.constants
 
-    from axolotl_ipo.sampling import model_fingerprint
+    from axolotl_ipo.pairs.sampler import model_fingerprint
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     assert model_fingerprint("org/model") == {"id": "org/model", "revision": None}  # not cached
@@ -350,7 +350,7 @@ class _FakeEngine:
 @pytest.fixture
 def fake_vllm(monkeypatch, gen):
     engine = _FakeEngine(gen.tokenizer)
-    mod = importlib.import_module("axolotl_ipo.sampling.vllm_backend")
+    mod = importlib.import_module("axolotl_ipo.pairs.sampler.vllm_backend")
     monkeypatch.setitem(sys.modules, "vllm", engine)
     monkeypatch.setattr(mod, "vllm_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -426,7 +426,7 @@ def test_sampling_defaults_come_from_the_config_keys():
 def test_inverse_cdf_draws_follow_the_distribution():
     """The draw replacing torch.multinomial: frequencies match softmax(scores / T) after top-p,
     zero-probability tokens are never drawn, exactly one token per row stays finite."""
-    from axolotl_ipo.sampling.inverse_cdf import InverseCdfSampler, sampling_processors
+    from axolotl_ipo.pairs.sampler.inverse_cdf import InverseCdfSampler, sampling_processors
 
     probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.2, 0.0])
     scores = probs.log().expand(40000, -1).clone()  # -inf where the probability is 0
@@ -459,8 +459,8 @@ def test_wrapping_a_loaded_model_leaves_its_tokenizer_and_generation_config_alon
     """`from_model` wraps the caller's objects: sampling with it changes neither."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from axolotl_ipo.sampling import SamplingSettings
-    from axolotl_ipo.sampling.transformers_backend import TransformersGenerator
+    from axolotl_ipo.pairs.sampler import SamplingSettings
+    from axolotl_ipo.pairs.sampler.transformers_backend import TransformersGenerator
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "right"

@@ -1,6 +1,6 @@
 """Which of a prompt's sampled answers make its pair: chosen, rejected, or a drop reason.
 
-Each sample is judged by the answer check (:mod:`axolotl_ipo.checks`). The rejected answer is
+Each sample is judged by the answer check (:mod:`axolotl_ipo.pairs.checks`). The rejected answer is
 the first sample judged wrong that is usable (not empty, not the chosen text, and not cut at
 ``max_new_tokens`` when ``truncated: drop``); a prompt with none is dropped, or with
 ``solved: nll`` an already solved one keeps its chosen answer on both sides. The chosen answer
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .checks import AnswerCheck, gold_answers, load_check
-from .sampling.base import Completion
+from .sampler.base import Completion
 
 __all__ = ["PairPolicy", "PromptSamples", "normalise_answer", "strip_end"]
 

@@ -3,7 +3,7 @@
 import pytest
 
 from axolotl_ipo.errors import UserError
-from axolotl_ipo.sources import load_rows, split_sources
+from axolotl_ipo.sft_datasets import load_rows, split_sources
 
 
 def test_sft_entries_are_sampled_and_preference_entries_pass_through():

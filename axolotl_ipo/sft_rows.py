@@ -66,9 +66,9 @@ class InvalidRow:
 # `conversations` (`field_messages` + `message_property_mappings`); `sharegpt` itself is
 # rejected by Axolotl >= 0.19 ("deprecated, use chat_template"). `prompt_completion` is this
 # plugin's own (Axolotl's `completion` and `input_output` have no prompt/answer split: refused
-# in one line by `sources.split_sources`).
+# in one line by `sft_datasets.split_sources`).
 FORMATS: tuple[str, ...] = ("alpaca", "chat_template", "prompt_completion")
-# Axolotl's custom instruct format: `type:` is a mapping, not a name (`sources.split_sources`).
+# Axolotl's custom instruct format: `type:` is a mapping, not a name (`sft_datasets.split_sources`).
 CUSTOM = "custom"
 
 ALLOWED_KEYS: dict[str, set[str]] = {

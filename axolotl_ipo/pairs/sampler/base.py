@@ -25,7 +25,7 @@ class SamplingSettings:
     ``temperature == 0`` means greedy decoding. ``stop_tokens`` are extra token strings
     that end a completion besides the tokenizer's/model's EOS (e.g. ``<|im_end|>`` when
     the generator's EOS is ``<|endoftext|>``). A batch holds at most ``batch_size`` prompts and
-    at most ``batch_tokens`` tokens of KV cache (:func:`axolotl_ipo.pairs.plan_batches`)."""
+    at most ``batch_tokens`` tokens of KV cache (:func:`axolotl_ipo.pairs.build.plan_batches`)."""
 
     max_new_tokens: int = _default("max_new_tokens")
     temperature: float = _default("temperature")

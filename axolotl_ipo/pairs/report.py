@@ -8,8 +8,9 @@ from pathlib import Path
 
 from axolotl_ipo.errors import UserError
 from axolotl_ipo.jsonl import numbered_lines
-from axolotl_ipo.pairs import real_pairs
-from axolotl_ipo.selection import normalise_answer, strip_end
+
+from .build import real_pairs
+from .judge import normalise_answer, strip_end
 
 
 def read_pairs(path: Path) -> list[dict]:

@@ -42,7 +42,7 @@ from typing import Any
 
 from axolotl_ipo.errors import UserError
 
-logger = logging.getLogger("axolotl_ipo.store")
+logger = logging.getLogger("axolotl_ipo.pairs.store")
 
 __all__ = ["PairStore", "MergeStats", "StoreWriteError", "cache_key", "dumps_row", "atomic_write"]
 

@@ -1,10 +1,12 @@
-"""SFT datasets of an Axolotl config -> IPO pairs: the one path used by `axolotl train`,
-`axolotl preprocess` and `axolotl-ipo sample`.
+"""An Axolotl config -> its IPO pairs: the one path used by `axolotl train`, `axolotl
+preprocess` and `axolotl-ipo sample`.
 
-chosen = the dataset's gold answer (or a sample judged right), rejected = the first of the
-generator's completions of the same prompt judged wrong (by default `base_model` before
-training: self-play), rendered with the training tokenizer's chat template so both are scored
-on identical prompts.
+The config's SFT rows (:mod:`axolotl_ipo.sft_datasets`) are sampled by its generator
+(:mod:`.sampler`), judged (:mod:`.judge`) and built into pairs (:mod:`.build`) in a store keyed
+by everything the pairs depend on (:mod:`.store`). chosen = the dataset's gold answer (or a
+sample judged right), rejected = the first of the generator's completions of the same prompt
+judged wrong (by default `base_model` before training: self-play), rendered with the training
+tokenizer's chat template so both are scored on identical prompts.
 """
 
 from __future__ import annotations
@@ -15,34 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from axolotl_ipo import distributed
-from axolotl_ipo.args import RejectionSamplingArgs
-from axolotl_ipo.checks import check_fingerprint
+from axolotl_ipo.args import RejectionSamplingArgs, sampling_args
 from axolotl_ipo.errors import UserError
-from axolotl_ipo.heldout_guard import guard_size, split_heldout
-from axolotl_ipo.pairs import PairsResult, build_pairs
-from axolotl_ipo.sampling import SamplingSettings, load_generator, model_fingerprint
-from axolotl_ipo.selection import PairPolicy
-from axolotl_ipo.sft import InvalidRow, PromptExample, extract_examples, fingerprint_examples
-from axolotl_ipo.sources import SFTSource, load_rows, split_sources
-from axolotl_ipo.store import PairStore
+from axolotl_ipo.sft_datasets import TrainingRows, training_rows
+from axolotl_ipo.sft_rows import InvalidRow, PromptExample, fingerprint_examples
 from axolotl_ipo.upstream.axolotl import load_tokenizer
+
+from .build import PairsResult, build_pairs
+from .checks import check_fingerprint
+from .judge import PairPolicy
+from .sampler import SamplingSettings, load_generator, model_fingerprint
+from .store import PairStore
 
 LOG = logging.getLogger("axolotl_ipo")
 PAIRS_FORMAT_VERSION = 3  # 2: answer checks, k samples, chosen_source; 3: rows' end_token
-PAIRS_TYPE = "axolotl_ipo.sampled_pairs"  # the dataset `type:` that reads a pairs.jsonl
-
-
-def sampling_args(cfg: Any) -> RejectionSamplingArgs:
-    raw = cfg.get("rejection_sampling") or {}
-    return raw if isinstance(raw, RejectionSamplingArgs) else RejectionSamplingArgs(**raw)
-
-
-def user_datasets(cfg: Any) -> list[dict]:
-    return list(cfg.get("ipo_sft_datasets") or cfg.get("datasets") or [])
-
-
-def sft_sources(cfg: Any) -> tuple[list[SFTSource], list[int]]:
-    return split_sources([dict(entry) for entry in user_datasets(cfg)])
 
 
 def store_root(cfg: Any, args: RejectionSamplingArgs) -> Path:
@@ -53,34 +41,6 @@ def store_root(cfg: Any, args: RejectionSamplingArgs) -> Path:
 
 class NoPairsError(UserError):
     """Every row was dropped or invalid: nothing to train on."""
-
-
-def config_examples(
-    cfg: Any, sources: list[SFTSource], strict: bool, answers_field: str | None = None
-):
-    """The (examples, invalid rows) of the given SFT sources, in dataset order."""
-    examples: list[PromptExample] = []
-    invalid = []
-    for source in sources:
-        rows = load_rows(source, bool(cfg.get("hf_use_auth_token")))
-        found, bad = extract_examples(
-            rows,
-            source.fmt,
-            source.name,
-            source.field_map,
-            strict=strict,
-            answers_field=answers_field,
-            render=source.renderer(),
-        )
-        examples.extend(found)
-        invalid.extend(bad)
-    if not examples:
-        first = f" First: {invalid[0].message}" if invalid else ""
-        raise UserError(
-            f"no usable SFT rows in {', '.join(source.name for source in sources)} "
-            f"({len(invalid)} invalid); fix the rows or the dataset's field mapping.{first}"
-        )
-    return examples, invalid
 
 
 def _generator_options(cfg: Any, args: RejectionSamplingArgs) -> dict[str, Any]:
@@ -156,28 +116,6 @@ def build_pairs_for_config(
         return None
     tokenizer = load_tokenizer(cfg)  # with Axolotl's chat_template setting: the training one
     return sample_examples(cfg, tokenizer, rows.examples, rows.invalid, output_dir, progress)
-
-
-@dataclass(frozen=True)
-class TrainingRows:
-    """A config's SFT rows: those pairs are sampled for, the invalid ones, and the collapse
-    guard's held-out slice (never sampled or trained on)."""
-
-    examples: list[PromptExample]
-    invalid: list[InvalidRow]
-    heldout: list[PromptExample]
-
-
-def training_rows(cfg: Any) -> TrainingRows | None:
-    """The config's SFT rows with the guard's slice taken out (None: no SFT dataset)."""
-    sources, _ = sft_sources(cfg)
-    if not sources:
-        return None
-    args = sampling_args(cfg)
-    examples, invalid = config_examples(cfg, sources, args.strict, args.answers_field)
-    size = guard_size(len(examples), cfg.get("ipo_guard_rows"))
-    heldout, examples = split_heldout(examples, size, args.seed)
-    return TrainingRows(examples, invalid, heldout)
 
 
 @dataclass(frozen=True)
@@ -267,17 +205,3 @@ def sampled_store(cfg: Any, tokenizer: Any) -> PairStore | None:
     sampling = _config_sampling(cfg, tokenizer)
     parts = _store_parts(cfg, tokenizer, sampling, rows.examples)
     return PairStore.find(store_root(cfg, sampling.args), parts)
-
-
-def pairs_dataset_entry(path: Path) -> dict[str, Any]:
-    return {"path": str(path), "split": "train", "type": PAIRS_TYPE}
-
-
-def sampled_pairs(cfg: Any = None, **kwargs: Any):
-    """Axolotl preference `type:` for a pairs.jsonl: keeps prompt/chosen/rejected and drops
-    the provenance columns (source, row, generator, ...) before TRL sees the rows."""
-
-    def transform(sample: dict[str, Any]) -> dict[str, Any]:
-        return {key: sample[key] for key in ("prompt", "chosen", "rejected")}
-
-    return transform, {"remove_columns": "__all__"}

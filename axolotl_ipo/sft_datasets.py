@@ -1,8 +1,11 @@
-"""Which of the user's `datasets` entries are SFT data to sample from, and how to read them.
+"""A config's SFT rows: which of the user's `datasets` entries are SFT data to sample from,
+how to read them, and their rows as prompts with gold answers (the collapse guard's held-out
+slice taken out).
 
 The entries are the ones the user wrote (saved by `config.normalise` before Axolotl coerces
 them to preference entries, which drops SFT-only keys such as `field_messages` mappings).
 Everything that is not a recognised SFT format goes to Axolotl's preference loader unchanged.
+A row's format is read by :mod:`axolotl_ipo.sft_rows`.
 """
 
 from __future__ import annotations
@@ -12,9 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from axolotl_ipo.args import sampling_args
 from axolotl_ipo.errors import UserError, one_line
+from axolotl_ipo.heldout_guard import guard_size, split_heldout
 from axolotl_ipo.preflight import dataset_problem
-from axolotl_ipo.sft import ALLOWED_KEYS, CUSTOM, FORMATS
+from axolotl_ipo.sft_rows import (
+    ALLOWED_KEYS,
+    CUSTOM,
+    FORMATS,
+    InvalidRow,
+    PromptExample,
+    extract_examples,
+)
 from axolotl_ipo.upstream.axolotl import custom_prompt_renderer, load_dataset_entry
 
 # What Axolotl's custom format may put in each format string (str.format placeholders).
@@ -150,3 +162,61 @@ def load_rows(source: SFTSource, use_auth_token: bool = False):
     if isinstance(dataset, DatasetDict):
         dataset = dataset[source.entry.get("split") or "train"]
     return dataset
+
+
+def user_datasets(cfg: Any) -> list[dict]:
+    return list(cfg.get("ipo_sft_datasets") or cfg.get("datasets") or [])
+
+
+def sft_sources(cfg: Any) -> tuple[list[SFTSource], list[int]]:
+    return split_sources([dict(entry) for entry in user_datasets(cfg)])
+
+
+def config_examples(
+    cfg: Any, sources: list[SFTSource], strict: bool, answers_field: str | None = None
+):
+    """The (examples, invalid rows) of the given SFT sources, in dataset order."""
+    examples: list[PromptExample] = []
+    invalid = []
+    for source in sources:
+        rows = load_rows(source, bool(cfg.get("hf_use_auth_token")))
+        found, bad = extract_examples(
+            rows,
+            source.fmt,
+            source.name,
+            source.field_map,
+            strict=strict,
+            answers_field=answers_field,
+            render=source.renderer(),
+        )
+        examples.extend(found)
+        invalid.extend(bad)
+    if not examples:
+        first = f" First: {invalid[0].message}" if invalid else ""
+        raise UserError(
+            f"no usable SFT rows in {', '.join(source.name for source in sources)} "
+            f"({len(invalid)} invalid); fix the rows or the dataset's field mapping.{first}"
+        )
+    return examples, invalid
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """A config's SFT rows: those pairs are sampled for, the invalid ones, and the collapse
+    guard's held-out slice (never sampled or trained on)."""
+
+    examples: list[PromptExample]
+    invalid: list[InvalidRow]
+    heldout: list[PromptExample]
+
+
+def training_rows(cfg: Any) -> TrainingRows | None:
+    """The config's SFT rows with the guard's slice taken out (None: no SFT dataset)."""
+    sources, _ = sft_sources(cfg)
+    if not sources:
+        return None
+    args = sampling_args(cfg)
+    examples, invalid = config_examples(cfg, sources, args.strict, args.answers_field)
+    size = guard_size(len(examples), cfg.get("ipo_guard_rows"))
+    heldout, examples = split_heldout(examples, size, args.seed)
+    return TrainingRows(examples, invalid, heldout)

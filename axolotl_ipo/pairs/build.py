@@ -3,7 +3,7 @@
 Orchestration only: render prompts with the training tokenizer's chat template, plan
 batches globally (so results do not depend on the number of ranks), sample the batches
 this rank owns and are not in the store yet (up to ``num_samples`` rounds each, judged by
-:mod:`axolotl_ipo.selection`), commit each one, then merge on rank 0.
+:mod:`axolotl_ipo.pairs.judge`), commit each one, then merge on rank 0.
 Nothing here imports Axolotl (the length count copies its RL loader's rule:
 `upstream.axolotl.count_too_long`).
 """
@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .sampling.base import Generator, SamplingSettings
-from .selection import PairPolicy, PromptSamples
-from .sft import InvalidRow, PromptExample
+from axolotl_ipo.errors import UserError
+from axolotl_ipo.sft_rows import InvalidRow, PromptExample
+from axolotl_ipo.upstream.axolotl import count_too_long
+
+from .judge import PairPolicy, PromptSamples
+from .sampler.base import Generator, SamplingSettings
 from .store import MergeStats, PairStore
 from .summary import PairsSummary
-from .upstream.axolotl import count_too_long
 
 __all__ = [
     "PairsResult",
@@ -39,7 +40,7 @@ __all__ = [
     "sample_prompts",
 ]
 
-logger = logging.getLogger("axolotl_ipo.pairs")
+logger = logging.getLogger("axolotl_ipo.pairs.build")
 
 
 @dataclass(frozen=True)

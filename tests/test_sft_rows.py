@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from axolotl_ipo.sft import (
+from axolotl_ipo.sft_rows import (
     PromptExample,
     extract_examples,
 )
@@ -312,7 +312,7 @@ def test_strict_raises_same_message():
 
 
 def test_fingerprint_examples():
-    from axolotl_ipo.sft import fingerprint_examples
+    from axolotl_ipo.sft_rows import fingerprint_examples
 
     a, _ = extract_examples([GOOD, GOOD], "alpaca", "d")
     same, _ = extract_examples([dict(GOOD), dict(GOOD)], "alpaca", "d")  # built anew
