@@ -195,7 +195,7 @@ def test_the_demo_runs_the_user_commands_in_order_and_a_rerun_skips_what_finishe
     assert "-0.030 [-0.040, -0.020]" in table[4] and "READING" in table[5]
 
     # the SFT rows the demo writes are the plugin's reading of the alpaca rows, as chat messages
-    from axolotl_ipo.sft import extract_examples
+    from axolotl_ipo.sft_rows import extract_examples
 
     rows = [json.loads(x) for x in (repo / ".cache/data/add_train.jsonl").read_text().splitlines()]
     messages = [json.loads(x)["messages"] for x in

@@ -43,12 +43,17 @@ def validate(path: Path, monkeypatch) -> tuple[dict, dict, type]:
 def test_example_config_validates(path, monkeypatch):
     raw, validated, _ = validate(path, monkeypatch)
     assert is_active(validated)
-    assert validated.rl == "dpo" and validated.rl_beta == validated.ipo_tau
+    assert validated.rl == "dpo"
+    # no tau key: `ipo_tau: auto`, measured at step 0 (no rl_beta for Axolotl to hold on to);
+    # the trainer starts from tau 0.1 and its default weight until then
+    auto = validated.ipo_tau == "auto"
+    tau = 0.1 if auto else validated.ipo_tau
+    assert validated.rl_beta == (None if auto else validated.ipo_tau)
     if raw.get("ipo_sft_weight") == 0:  # pure IPO, as the example says
         assert validated.dpo_loss_type == ["ipo"]
     else:  # the default NLL term: weight 2/tau
         assert validated.dpo_loss_type == ["ipo", "sft"]
-        assert validated.dpo_loss_weights == [1.0, pytest.approx(2 / validated.ipo_tau)]
+        assert validated.dpo_loss_weights == [1.0, pytest.approx(2 / tau)]
     if path in GPU_CONFIGS:
         assert validated.bf16 is True
     else:  # bf16 "auto" silently resolves to fp16 on CPU
