@@ -42,8 +42,10 @@ def test_shortened_main_job_on_smollm2(smollm2, tmp_path):
     assert {p["generator"] for p in pairs} == {f"transformers:{model_dir}"}
     assert all(p["chosen"].endswith("<|im_end|>") and p["rejected"] != p["chosen"] for p in pairs)
     begin, steps = read_metrics(tmp_path / "out")
-    # the defaults: IPO at tau 0.1 plus the NLL term at weight 2/tau = 20; at step 0 the loss
-    # is IPO's 25 plus 20 x the chosen answers' NLL per token
+    # the defaults: `ipo_tau: auto`, which with 12 rows has no held-out rows to measure (the guard
+    # holds none out below 20) and says so, training at tau 0.1 plus the NLL term at weight
+    # 2/tau = 20; at step 0 the loss is IPO's 25 plus 20 x the chosen answers' NLL per token
+    assert "ipo_tau: auto could not measure" in log
     assert begin["loss_type"] == ["ipo", "sft"] and begin["beta"] == pytest.approx(0.1)
     assert begin["loss_weights"] == [1.0, pytest.approx(20.0)]
     assert len(steps) == 3 and steps[0]["loss"] > 25.0
