@@ -19,6 +19,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from axolotl_ipo.args import AUTO_MARGIN_OVER_NLL, DEFAULT_TAU, auto_tau, default_sft_weight
+from axolotl_ipo.jsonl import read_lines
 from axolotl_ipo.upstream.trl import set_ipo_loss
 
 LOG = logging.getLogger("axolotl_ipo")
@@ -46,10 +47,10 @@ class LossSettings:
 def first_train_begin(metrics_file: Path) -> dict[str, Any]:
     """The first `train_begin` record of a run's ipo_metrics.jsonl ({} when there is none)."""
     try:
-        lines = metrics_file.read_text(encoding="utf-8").splitlines()
+        lines = list(read_lines(metrics_file))
     except OSError:
         return {}
-    for line in lines:
+    for _, line in lines:
         try:
             record = json.loads(line)
         except ValueError:

@@ -243,21 +243,17 @@ def resolved_settings(cfg: MutableMapping) -> dict[str, Any]:
     rl = getattr(rl, "value", rl)
     if is_auto_tau(cfg):
         weight = cfg.get("ipo_sft_weight")
-        return {
-            "axolotl": axolotl_version(),
-            "rl": rl,
-            "dpo_loss_type": cfg.get("dpo_loss_type"),
-            "ipo_sft_weight": f"{DEFAULT_SFT_WEIGHT_TAU:g}/tau" if weight is None else weight,
-            "ipo_tau (beta)": f"{AUTO_TAU}: set at step 0 from the held-out gold NLL/token",
-            "ipo_target_margin 1/(2*tau)": f"held-out gold NLL/token at step 0 + "
-            f"{AUTO_MARGIN_OVER_NLL:g}",
-        }
-    tau = cfg.get("rl_beta")
+        weight = f"{DEFAULT_SFT_WEIGHT_TAU:g}/tau" if weight is None else weight
+        tau = f"{AUTO_TAU}: set at step 0 from the held-out gold NLL/token"
+        margin = f"held-out gold NLL/token at step 0 + {AUTO_MARGIN_OVER_NLL:g}"
+    else:
+        weight, tau = cfg.get("ipo_sft_weight") or 0.0, cfg.get("rl_beta")
+        margin = None if tau is None else 1.0 / (2.0 * float(tau))
     return {
         "axolotl": axolotl_version(),
         "rl": rl,
         "dpo_loss_type": cfg.get("dpo_loss_type"),
-        "ipo_sft_weight": cfg.get("ipo_sft_weight") or 0.0,
+        "ipo_sft_weight": weight,
         "ipo_tau (beta)": tau,
-        "ipo_target_margin 1/(2*tau)": None if tau is None else 1.0 / (2.0 * float(tau)),
+        "ipo_target_margin 1/(2*tau)": margin,
     }
